@@ -1,0 +1,5 @@
+"""VEC's cloze networks."""
+from models.selfcomplete import (SelfCompleteNet4, SelfCompleteNetFull, build_cloze_network,
+                                 strip_data_parallel_prefix)
+
+__all__ = ["SelfCompleteNetFull", "SelfCompleteNet4", "build_cloze_network", "strip_data_parallel_prefix"]
