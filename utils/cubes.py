@@ -1,0 +1,187 @@
+"""Spatio-temporal cubes (SPEC §4): the video events VEC learns to complete.
+
+For every box of frame i, the same region is cropped from the frames and flows of the
+`predict` context of i and resized to patch_size². Cubes of a whole split are written
+to memory-mapped `.npy` files, so memory does not grow with the dataset:
+
+    <store>/raw.npy    (N, T, 3, p, p) uint8    time-major: reshape to (N, 3T, p, p)
+    <store>/flow.npy   (N, T_of, 2, p, p) float32
+    <store>/index.npz  frame index, box and (h, w) block of each cube
+    <store>/meta.json  count and the settings the cubes were made with
+
+A store is built in `<store>.partial` and renamed when complete, so an interrupted run
+never leaves a store that looks finished.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.lib.format import open_memmap
+from tqdm import tqdm
+
+from utils.datasets import VideoSplit
+from utils.flow import flow_file_path, read_flow
+
+
+def _ceil_box(box) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = (int(math.ceil(float(v))) for v in box[:4])
+    return x1, y1, x2, y2
+
+
+def crop_cubes(stack: np.ndarray, boxes, patch_size: int = 32) -> np.ndarray:
+    """Crop every box from every frame of `stack` and resize to patch_size² (the reference's get_foreground).
+
+    stack: (T, C, H, W) frames or flows; boxes: (N, 4) x1, y1, x2, y2 (fractional allowed).
+    Returns (N, T, C, p, p) of stack's dtype. Coordinates are ceiled to ints and the crop is
+    `[y1:y2, x1:x2]` (end exclusive); a box with an empty crop gives an all-zero cube.
+    """
+    stack = np.asarray(stack)
+    t, c = stack.shape[:2]
+    cubes = np.zeros((len(boxes), t, c, patch_size, patch_size), dtype=stack.dtype)
+    frames_hwc = np.ascontiguousarray(stack.transpose(0, 2, 3, 1))  # cv2 wants H, W, C
+    for n, box in enumerate(boxes):
+        x1, y1, x2, y2 = _ceil_box(box)
+        crop = frames_hwc[:, y1:y2, x1:x2]
+        if crop.shape[1] == 0 or crop.shape[2] == 0:
+            continue
+        for j in range(t):
+            patch = cv2.resize(np.ascontiguousarray(crop[j]), (patch_size, patch_size))
+            cubes[n, j] = patch.reshape(patch_size, patch_size, c).transpose(2, 0, 1)
+    return cubes
+
+
+def block_indices(box, h_step: float, w_step: float, mode: int, h_block: int, w_block: int) -> list[tuple[int, int]]:
+    """The (h, w) blocks a box belongs to: its centre's (mode 1), plus edge midpoints (mode > 1)
+    and corners (mode >= 9), each point taken halfway towards the centre, as the reference does."""
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
+    points = [(cy, cx)]
+    if mode > 1:
+        points += [(y1, cx), (y2, cx), (cy, x1), (cy, x2)]
+    if mode >= 9:
+        points += [(y1, x1), (y2, x2), (y2, x1), (y1, x2)]
+    blocks = []
+    for py, px in points:
+        # Clamped so a box touching the far border still has a block (the reference would fail).
+        block = (min(max(int((py + cy) / 2 / h_step), 0), h_block - 1),
+                 min(max(int((px + cx) / 2 / w_step), 0), w_block - 1))
+        if block not in blocks:
+            blocks.append(block)
+    return blocks
+
+
+@dataclass
+class CubeStore:
+    """Read access to the cubes of one split."""
+
+    directory: Path
+    raw: np.ndarray  # (N, T, 3, p, p) uint8 memmap
+    flow: np.ndarray  # (N, T_of, 2, p, p) float32 memmap
+    frame_index: np.ndarray  # (N,)
+    boxes: np.ndarray  # (N, 4)
+    blocks: np.ndarray  # (N, 2) h, w block
+    n_frames: int
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+    def block_members(self, h: int, w: int) -> np.ndarray:
+        return np.flatnonzero((self.blocks[:, 0] == h) & (self.blocks[:, 1] == w))
+
+    @staticmethod
+    def open(directory: Path) -> "CubeStore":
+        directory = Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        count = meta["count"]
+        index = np.load(directory / "index.npz")
+        return CubeStore(directory,
+                         np.load(directory / "raw.npy", mmap_mode="r")[:count],
+                         np.load(directory / "flow.npy", mmap_mode="r")[:count],
+                         index["frame_index"], index["boxes"], index["blocks"], meta["n_frames"])
+
+
+def read_store_settings(directory: Path) -> dict | None:
+    meta = Path(directory) / "meta.json"
+    return json.loads(meta.read_text())["settings"] if meta.is_file() else None
+
+
+class _FrameCache:
+    """The last few frames read, since consecutive contexts overlap in all but one frame."""
+
+    def __init__(self, read, size: int = 12) -> None:
+        self.read, self.size, self.items = read, size, OrderedDict()
+
+    def __call__(self, i: int) -> np.ndarray:
+        if i not in self.items:
+            self.items[i] = self.read(i)
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return self.items[i]
+
+
+def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, *, patch_size: int,
+                context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
+                h_block: int, w_block: int, block_mode: int, settings: dict | None = None,
+                progress: bool = True) -> CubeStore:
+    """Crop the cubes of every box of `split` into a store at `directory` (SPEC §4).
+
+    Cubes whose flow is all zero (mean over time of the sum of squares <= motion_thr) are
+    dropped, as the reference does. `settings` is recorded so a later run can tell
+    whether the store can be reused.
+    """
+    if len(all_boxes) != len(split):
+        raise ValueError(f"{len(all_boxes)} box lists for {len(split)} frames")
+    directory = Path(directory)
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+
+    sample = split.read_frame(0)
+    height, width = sample.shape[:2]
+    h_step, w_step = height / h_block, width / w_block
+    copies = 1 if block_mode <= 1 else (5 if block_mode < 9 else 9)
+    capacity = max(1, sum(len(b) for b in all_boxes) * copies)
+    t_raw = (context_frame_num + 1) if border_mode == "predict" else 2 * context_frame_num + 1
+    t_of = (context_of_num + 1) if border_mode == "predict" else 2 * context_of_num + 1
+    raw = open_memmap(partial / "raw.npy", mode="w+", dtype=np.uint8, shape=(capacity, t_raw, 3, patch_size, patch_size))
+    flow = open_memmap(partial / "flow.npy", mode="w+", dtype=np.float32,
+                       shape=(capacity, t_of, 2, patch_size, patch_size))
+    frame_index, kept_boxes, blocks = [], [], []
+
+    read_frame = _FrameCache(split.read_frame)
+    read_flow_of = _FrameCache(lambda i: read_flow(flow_file_path(flow_root, split, i)))
+    count = 0
+    for i in tqdm(range(len(split)), desc=f"cubes ({split.split})", unit="frame", disable=not progress):
+        boxes = np.asarray(all_boxes[i]).reshape(-1, 4) if len(all_boxes[i]) else np.zeros((0, 4))
+        if len(boxes) == 0:
+            continue
+        frames = np.stack([read_frame(j) for j in split.context(i, context_frame_num, border_mode)])
+        flows = np.stack([read_flow_of(j) for j in split.context(i, context_of_num, border_mode)])
+        raw_cubes = crop_cubes(frames.transpose(0, 3, 1, 2), boxes, patch_size)
+        flow_cubes = crop_cubes(flows.transpose(0, 3, 1, 2), boxes, patch_size)
+        motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
+        for n in np.flatnonzero(motion > motion_thr):
+            for block in block_indices(boxes[n], h_step, w_step, block_mode, h_block, w_block):
+                raw[count], flow[count] = raw_cubes[n], flow_cubes[n]
+                frame_index.append(i)
+                kept_boxes.append(boxes[n])
+                blocks.append(block)
+                count += 1
+    raw.flush()
+    flow.flush()
+    del raw, flow
+    np.savez(partial / "index.npz", frame_index=np.asarray(frame_index, dtype=np.int64),
+             boxes=np.asarray(kept_boxes, dtype=np.float64).reshape(-1, 4),
+             blocks=np.asarray(blocks, dtype=np.int64).reshape(-1, 2))
+    (partial / "meta.json").write_text(json.dumps({"count": count, "n_frames": len(split), "frame_size": [height, width],
+                                                   "settings": settings or {}}, indent=1))
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+    return CubeStore.open(directory)
