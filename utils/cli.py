@@ -1,0 +1,26 @@
+"""What the entry scripts share: `--config`, and one-line errors with exit status 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from utils.config import RunConfig, load_config
+from utils.errors import VECError
+
+
+def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace], None],
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default="config.cfg", help="INI file with the settings (default: config.cfg)")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args()
+    try:
+        main(load_config(args.config), args)
+    except VECError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished files are kept, rerun to continue", file=sys.stderr)
+        sys.exit(130)

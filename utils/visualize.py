@@ -1,0 +1,56 @@
+"""Plots a researcher looks at after `test.py`: frame scores over time and the ROC curve."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from utils.scoring import NO_BOX_SCORE  # noqa: E402
+
+
+def plot_frame_scores(path: Path, scores: np.ndarray, labels: np.ndarray | None, frame_video_idx: np.ndarray,
+                      video_names: list[str], title: str, max_videos: int = 12) -> None:
+    """One panel per test video: the frame score, with ground-truth anomalous frames shaded."""
+    videos = np.unique(frame_video_idx)[:max_videos]
+    cols = min(3, len(videos))
+    rows = -(-len(videos) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.4 * rows), squeeze=False)
+    shown = scores[scores > NO_BOX_SCORE]
+    low = shown.min() if len(shown) else 0.0
+    for ax, video in zip(axes.ravel(), videos):
+        frames = np.flatnonzero(frame_video_idx == video)
+        values = np.where(scores[frames] > NO_BOX_SCORE, scores[frames], np.nan)  # no box: gap, not -1e5
+        if labels is not None:
+            ax.fill_between(np.arange(len(frames)), 0, 1, where=labels[frames] > 0, color="tab:red", alpha=0.2,
+                            transform=ax.get_xaxis_transform(), label="anomalous (ground truth)")
+        ax.plot(values, color="tab:blue", lw=1, label="frame score")
+        ax.set_title(video_names[video - 1], fontsize=9)
+        ax.set_ylim(bottom=low)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(videos):]:
+        ax.axis("off")
+    handles, names = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_roc(path: Path, scores: np.ndarray, labels: np.ndarray, auroc: float, title: str) -> None:
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr, lw=1.5, label=f"AUROC {auroc:.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
