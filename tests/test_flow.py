@@ -1,0 +1,57 @@
+"""Flow storage and the OpenCV backends: layout, pairs, resume, atomic writes, known shifts."""
+import numpy as np
+import pytest
+
+from utils.datasets import open_split
+from utils.errors import VECError
+from utils.flow import (FLOW_SIZE, OpenCVFlow, build_flow_estimator, compute_split_flow, flow_file_path, flow_pair,
+                        read_flow)
+
+
+def _textured_pair(shift_x, shift_y, height=120, width=160):
+    rng = np.random.default_rng(0)
+    import cv2
+    big = cv2.GaussianBlur(rng.uniform(0, 255, (height + 40, width + 40)), (0, 0), 2.0)
+    big = (big - big.min()) / (big.max() - big.min()) * 255  # full contrast: blurring flattened it
+    first = big[20:20 + height, 20:20 + width]
+    second = big[20 - shift_y:20 - shift_y + height, 20 - shift_x:20 - shift_x + width]
+    to_bgr = lambda a: np.repeat(np.clip(a, 0, 255).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
+    return to_bgr(first)[None], to_bgr(second)[None]
+
+
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+def test_known_shift_is_recovered_in_flow_size_units(method):
+    first, second = _textured_pair(3, -2)
+    flow = OpenCVFlow(method)(first, second)
+    assert flow.shape == (1, 120, 160, 2) and flow.dtype == np.float32
+    # Computed at 512x384 and resized back without rescaling: vectors are in 512x384 pixels.
+    expected = (3 * FLOW_SIZE[0] / 160, -2 * FLOW_SIZE[1] / 120)
+    centre = flow[0, 30:90, 40:120].reshape(-1, 2)
+    np.testing.assert_allclose(np.median(centre, axis=0), expected, atol=0.8)
+
+
+def test_flow_files_mirror_frames_and_resume(small_synthetic, tmp_path):
+    cfg = small_synthetic
+    split = open_split(cfg.dataset_dir, "UCSDped2", "test")
+    path = flow_file_path(tmp_path, split, 0)
+    assert path.relative_to(tmp_path).as_posix() == "Test/Test001/001.npy"
+    assert compute_split_flow(split, OpenCVFlow("dis"), tmp_path, progress=False) == len(split)
+    assert read_flow(path).shape == (160, 240, 2)
+    assert not list(tmp_path.rglob("*.tmp"))
+    path.write_bytes(b"truncated")  # as if killed mid-write by an older tool
+    assert compute_split_flow(split, OpenCVFlow("dis"), tmp_path, progress=False) == 1
+    assert read_flow(path).dtype == np.float32
+
+
+def test_flow_pairs_follow_the_reference(small_synthetic):
+    split = open_split(small_synthetic.dataset_dir, "UCSDped2", "train")  # 3 videos of 24 frames
+    assert flow_pair(split, 5) == (5, 6)
+    assert flow_pair(split, 23) == (22, 23)  # last frame of a video: previous frame to it
+    assert flow_pair(split, 24) == (24, 24)  # first frame of a video: the reference pairs it with itself
+
+
+def test_missing_flow_and_unknown_method_are_clear(tmp_path):
+    with pytest.raises(VECError, match="calc_img_inputs.py"):
+        read_flow(tmp_path / "none.npy")
+    with pytest.raises(VECError, match="flow_method = pwc is unknown"):
+        build_flow_estimator("pwc")
