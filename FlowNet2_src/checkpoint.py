@@ -1,0 +1,36 @@
+"""Loading the official FlowNet2 checkpoint (`FlowNet2_checkpoint.pth.tar`) safely."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from FlowNet2_src.flownet2 import FlowNet2
+from utils.checkpoints import load_torch_file
+from utils.errors import VECError
+
+CHECKPOINT_URL = "https://drive.google.com/file/d/1hF8vS6YeHkx3j2pfCeQqqZGwA_PJq_Da/view?usp=sharing"
+DEFAULT_CHECKPOINT = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
+
+
+def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch.device = "cpu") -> FlowNet2:
+    """FlowNet2 with the official weights, in eval mode, on `device`.
+
+    The file is a dict whose `state_dict` holds the network's weights; every key must load
+    (strict), and nothing but tensors and plain values is unpickled (weights_only=True).
+    """
+    path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        raise VECError(f"FlowNet2 checkpoint {path} not found: download FlowNet2_checkpoint.pth.tar from "
+                       f"{CHECKPOINT_URL} into FlowNet2_src/pretrained/, or set flow_method = dis (no weights needed)")
+    checkpoint = load_torch_file(path)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise VECError(f"{path} is not a FlowNet2 checkpoint (expected a dict with a 'state_dict')")
+    model = FlowNet2()
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise VECError(f"{path} does not hold FlowNet2's weights ({first})") from None
+    return model.to(device).eval()
