@@ -36,20 +36,31 @@ class Correlation(nn.Module):
         size = 2 * radius + 1
         first = nn.functional.pad(input1, (pad, pad, pad, pad))
         second = nn.functional.pad(input2, (pad, pad, pad, pad))
+        padded_w = second.shape[-1]
         device = input1.device
         rows = border + stride1 * torch.arange(out_h, device=device)  # output grid in padded coordinates
         cols = border + stride1 * torch.arange(out_w, device=device)
         shifts = stride2 * torch.arange(-radius, radius + 1, device=device)
-        out = input1.new_zeros(b, size * size, out_h, out_w)
+        out = input1.new_zeros(b, out_h, out_w, size, size)
+        # Rows per chunk so the (rows, size, padded width) products stay near 16M floats.
+        chunk = max(1, (1 << 24) // max(1, b * out_w * size * padded_w))
         for j in range(-kernel_radius, kernel_radius + 1):
             for i in range(-kernel_radius, kernel_radius + 1):
-                anchor = first[:, :, rows + j][:, :, :, cols + i]  # (B, C, oh, ow)
-                # columns of the second map for every horizontal displacement: (size, ow)
-                shifted_cols = cols[None, :] + i + shifts[:, None]
-                for row, dy in enumerate(shifts.tolist()):
-                    band = second[:, :, rows + j + dy]  # (B, C, oh, W + 2 pad)
-                    candidates = band[:, :, :, shifted_cols]  # (B, C, oh, size, ow)
-                    out[:, row * size:(row + 1) * size] += torch.einsum("bchw,bchdw->bdhw", anchor, candidates)
+                # for output column x and horizontal displacement dx: column of the second map
+                columns = cols[:, None] + i + shifts[None, :]  # (ow, size)
+                for r0 in range(0, out_h, chunk):
+                    r = rows[r0:r0 + chunk]
+                    anchor = first[:, :, r + j][:, :, :, cols + i]  # (B, C, n, ow)
+                    bands = second[:, :, r[:, None] + j + shifts[None, :]]  # (B, C, n, size, W')
+                    n = len(r)
+                    # one matrix product per output row compares every column pair; the needed
+                    # diagonals are picked afterwards (much faster than gathering first)
+                    products = torch.bmm(anchor.permute(0, 2, 3, 1).reshape(b * n, out_w, c),
+                                         bands.permute(0, 2, 1, 3, 4).reshape(b * n, c, size * padded_w))
+                    products = products.view(b, n, out_w, size, padded_w)
+                    index = columns.reshape(1, 1, out_w, 1, size).expand(b, n, out_w, size, size)
+                    out[:, r0:r0 + n] += products.gather(4, index)
+        out = out.reshape(b, out_h, out_w, size * size).permute(0, 3, 1, 2)
         return out / (self.kernel_size ** 2 * c)
 
 
