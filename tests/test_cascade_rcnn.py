@@ -119,3 +119,23 @@ def test_mmdet_backend_explains_how_to_install():
 
     with pytest.raises(VECError, match="requirements-mmdet.txt"):
         MMDetDetector("config.py", "checkpoint.pth")
+
+
+def test_config_detector_feeds_the_box_pipeline(tmp_path, small_synthetic):
+    """detector = cascade_rcnn as train.py builds it, on a real frame, through SPEC §3's steps."""
+    from utils.boxes import build_detector, frame_boxes
+    from utils.datasets import open_split
+    from utils.foreground import filter_detections, remove_covered
+
+    path = tmp_path / "cascade.pth"
+    torch.save({"state_dict": det_fill(CascadeRCNN().state_dict()), "meta": {}}, path)
+    detector = build_detector("cascade_rcnn", checkpoint=path, config=None, device="cpu", batch_size=1)
+    split = open_split(small_synthetic.dataset_dir, "UCSDped2", "test")
+    frames = np.stack([split.read_frame(j) for j in (9, 10, 11)])
+    detections = detector([frames[1]])[0]
+    assert detections.ndim == 2 and detections.shape[1] == 5 and len(detections) > 0
+    assert detections[:, :4].min() >= 0 and detections[:, 2].max() <= 240 and detections[:, 3].max() <= 160
+    params = small_synthetic.dataset.boxes
+    boxes = frame_boxes("obj_det_with_motion", frames, detections, params)
+    appearance = remove_covered(filter_detections(detections, params.score_thr, params.min_area), params.cover_thr)
+    np.testing.assert_array_equal(boxes[:len(appearance)], appearance)
