@@ -49,7 +49,6 @@ class DatasetConfig:
     test_bbox_saved: bool
     train_foreground_saved: bool
     test_foreground_saved: bool
-    scores_saved: bool
     train_block_mode: int
     test_block_mode: int
     motion_thr: float
@@ -244,7 +243,6 @@ def load_config(path: str | Path = "config.cfg") -> RunConfig:
         test_bbox_saved=r.bool(name, "test_bbox_saved", True),
         train_foreground_saved=r.bool(name, "train_foreground_saved", False),
         test_foreground_saved=r.bool(name, "test_foreground_saved", False),
-        scores_saved=r.bool(name, "scores_saved", False),
         train_block_mode=r.int(name, "train_block_mode", 1),
         test_block_mode=r.int(name, "test_block_mode", 1),
         motion_thr=r.float(name, "motionThr", 0),
