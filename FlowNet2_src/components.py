@@ -42,17 +42,33 @@ def upsample_nearest(x: Tensor, scale: int) -> Tensor:
     return nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
 
 
-class FlowDecoder(nn.Module):
-    """Expanding part of FlowNetS/C/SD: refine the flow from 1/64 to 1/4 resolution.
+class FlowNetBase(nn.Module):
+    """What FlowNetS/C/SD share: the deep contracting layers (1/16 to 1/64 resolution) and the
+    expanding part that refines the flow from 1/64 to 1/4 resolution.
 
-    At each level the up-convolved features, the skip features of the contracting part and
-    the upsampled coarser flow are concatenated. Subclasses register the layers under the
-    reference's attribute names (deconv5..2, predict_flow6..2, upsampled_flow6_to_5..3_to_2,
-    and for FlowNetSD inter_conv5..2).
+    In the expanding part each level concatenates the up-convolved features, the skip
+    features of the contracting part and the upsampled coarser flow. Layers are registered
+    under the reference's attribute names (conv4..conv6_1, deconv5..2, predict_flow6..2,
+    upsampled_flow6_to_5..3_to_2, and for FlowNetSD inter_conv5..2).
     """
 
     levels = (5, 4, 3, 2)
     has_inter_conv = False
+
+    def _add_deep_encoder(self, with_bn: bool) -> None:
+        self.conv4 = conv(256, 512, stride=2, with_bn=with_bn)
+        self.conv4_1 = conv(512, 512, with_bn=with_bn)
+        self.conv5 = conv(512, 512, stride=2, with_bn=with_bn)
+        self.conv5_1 = conv(512, 512, with_bn=with_bn)
+        self.conv6 = conv(512, 1024, stride=2, with_bn=with_bn)
+        self.conv6_1 = conv(1024, 1024, with_bn=with_bn)
+
+    def _encode_and_decode(self, conv3: Tensor, conv2: Tensor) -> Tensor:
+        """Flow at 1/4 resolution from the 1/8 features (and the 1/4 skip)."""
+        conv4 = self.conv4_1(self.conv4(conv3))
+        conv5 = self.conv5_1(self.conv5(conv4))
+        conv6 = self.conv6_1(self.conv6(conv5))
+        return self._decode(conv6, {5: conv5, 4: conv4, 3: conv3, 2: conv2})
 
     def _add_decoder(self, flow_upsample_bias: bool, with_bn: bool) -> None:
         # channels after concatenating skip features, up-convolved features and flow at each level

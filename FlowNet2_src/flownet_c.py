@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from FlowNet2_src.components import FlowDecoder, conv
+from FlowNet2_src.components import FlowNetBase, conv
 from FlowNet2_src.ops import Correlation
 
 
-class FlowNetC(FlowDecoder):
+class FlowNetC(FlowNetBase):
     """Siamese feature towers, a correlation layer, then the shared expanding decoder.
 
     Input (B, 6, H, W): the two normalised images stacked on channels. Returns the flow at
@@ -26,12 +26,7 @@ class FlowNetC(FlowDecoder):
         self.corr = Correlation(pad_size=20, kernel_size=1, max_displacement=20, stride1=1, stride2=2, corr_multiply=1)
         self.corr_activation = nn.LeakyReLU(0.1, inplace=True)
         self.conv3_1 = conv(473, 256, with_bn=with_bn)  # 32 redirected + 441 correlation channels
-        self.conv4 = conv(256, 512, stride=2, with_bn=with_bn)
-        self.conv4_1 = conv(512, 512, with_bn=with_bn)
-        self.conv5 = conv(512, 512, stride=2, with_bn=with_bn)
-        self.conv5_1 = conv(512, 512, with_bn=with_bn)
-        self.conv6 = conv(512, 1024, stride=2, with_bn=with_bn)
-        self.conv6_1 = conv(1024, 1024, with_bn=with_bn)
+        self._add_deep_encoder(with_bn)
         self._add_decoder(flow_upsample_bias=True, with_bn=with_bn)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -42,7 +37,4 @@ class FlowNetC(FlowDecoder):
         conv2a, conv3a, conv3b = conv2_both[:batch], conv3_both[:batch], conv3_both[batch:]
         correlation = self.corr_activation(self.corr(conv3a, conv3b))
         conv3_1 = self.conv3_1(torch.cat((self.conv_redir(conv3a), correlation), 1))
-        conv4 = self.conv4_1(self.conv4(conv3_1))
-        conv5 = self.conv5_1(self.conv5(conv4))
-        conv6 = self.conv6_1(self.conv6(conv5))
-        return self._decode(conv6, {5: conv5, 4: conv4, 3: conv3_1, 2: conv2a})
+        return self._encode_and_decode(conv3_1, conv2a)

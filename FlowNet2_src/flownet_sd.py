@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from FlowNet2_src.components import FlowDecoder, conv
+from FlowNet2_src.components import FlowNetBase, conv
 
 
-class FlowNetSD(FlowDecoder):
+class FlowNetSD(FlowNetBase):
     """Contracting part with an extra full-resolution layer; the decoder smooths each level
     with an intermediate convolution before predicting flow. Input: the two images (6 ch)."""
 
@@ -22,19 +22,10 @@ class FlowNetSD(FlowDecoder):
         self.conv2_1 = conv(128, 128, with_bn=with_bn)
         self.conv3 = conv(128, 256, stride=2, with_bn=with_bn)
         self.conv3_1 = conv(256, 256, with_bn=with_bn)
-        self.conv4 = conv(256, 512, stride=2, with_bn=with_bn)
-        self.conv4_1 = conv(512, 512, with_bn=with_bn)
-        self.conv5 = conv(512, 512, stride=2, with_bn=with_bn)
-        self.conv5_1 = conv(512, 512, with_bn=with_bn)
-        self.conv6 = conv(512, 1024, stride=2, with_bn=with_bn)
-        self.conv6_1 = conv(1024, 1024, with_bn=with_bn)
+        self._add_deep_encoder(with_bn)
         self._add_decoder(flow_upsample_bias=True, with_bn=with_bn)
 
     def forward(self, x: Tensor) -> Tensor:
         conv1 = self.conv1_1(self.conv1(self.conv0(x)))
         conv2 = self.conv2_1(self.conv2(conv1))
-        conv3 = self.conv3_1(self.conv3(conv2))
-        conv4 = self.conv4_1(self.conv4(conv3))
-        conv5 = self.conv5_1(self.conv5(conv4))
-        conv6 = self.conv6_1(self.conv6(conv5))
-        return self._decode(conv6, {5: conv5, 4: conv4, 3: conv3, 2: conv2})
+        return self._encode_and_decode(self.conv3_1(self.conv3(conv2)), conv2)
