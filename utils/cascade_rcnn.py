@@ -229,7 +229,7 @@ class CascadeRCNN(nn.Module):
     # --- network stages
     def extract_feat(self, inputs: Tensor) -> list[Tensor]:
         """FPN levels P2-P6."""
-        return self.neck(self.backbone(inputs))
+        return self.neck(self.backbone(torch.as_tensor(inputs, device=self.device)))
 
     def rpn(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Objectness logits (B, 3, h, w) and deltas (B, 12, h, w) per level."""
@@ -237,6 +237,7 @@ class CascadeRCNN(nn.Module):
 
     def proposals_with_scores(self, feats: Sequence[Tensor], img_shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """RPN proposals of the first image in `feats` and their objectness."""
+        img_shape = (int(img_shape[0]), int(img_shape[1]))
         cls_scores, deltas = self.rpn(feats)
         anchors = grid_anchors([f.shape[2:] for f in cls_scores], self.device)
         level_scores, level_deltas, level_anchors, level_ids = [], [], [], []
@@ -278,6 +279,7 @@ class CascadeRCNN(nn.Module):
     def refine(self, feats: Sequence[Tensor], proposals: Tensor, img_shape: tuple[int, int], batch_index: int = 0
                ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Run the cascade: the rois each stage saw and its logits and deltas."""
+        img_shape = (int(img_shape[0]), int(img_shape[1]))
         rois = torch.cat([proposals.new_full((len(proposals), 1), batch_index), proposals], dim=1)
         all_rois, all_scores, all_deltas = [], [], []
         for stage in range(len(self.roi_head.bbox_head)):
@@ -293,6 +295,8 @@ class CascadeRCNN(nn.Module):
                score_thr: float = 0.05, feats: Sequence[Tensor] | None = None, batch_index: int = 0
                ) -> tuple[Tensor, Tensor, Tensor]:
         """Detections (≤ 100) of one image in original-image coordinates: (boxes, scores, labels)."""
+        img_shape = (int(img_shape[0]), int(img_shape[1]))
+        scale_factor = (float(scale_factor[0]), float(scale_factor[1]))
         if feats is None:
             feats = self.extract_feat(inputs)
         image_feats = [f[batch_index:batch_index + 1] for f in feats]

@@ -31,6 +31,8 @@ def remove_covered(boxes: np.ndarray, cover_thr: float) -> np.ndarray:
     own area. The kept boxes come back in that ascending-area order (the reference's).
     """
     boxes = np.asarray(boxes)
+    if boxes.size == 0:
+        return boxes.reshape(0, 4)
     areas = _areas(boxes)
     order = areas.argsort()
     keep = []
