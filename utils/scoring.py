@@ -21,7 +21,7 @@ NO_MODEL_SCORE = 100000.0
 
 
 def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, device: str,
-                batch_size: int | None = None) -> np.ndarray:
+                batch_size: int | None = None, progress: bool = True) -> np.ndarray:
     """Normalised anomaly score of every cube of a test store."""
     scores = np.full(len(store), NO_MODEL_SCORE)
     for h, row in enumerate(trained.states):
@@ -32,7 +32,8 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
             model = make_network(cloze)
             model.load_state_dict(state)
             model.to(device)
-            raw, of = cube_errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow)
+            raw, of = cube_errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
+                                  progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""))
             train_raw = trained.raw_scores[h][w]
             block_scores = cloze.w_raw * (raw - train_raw.mean()) / train_raw.std()
             if cloze.use_flow:

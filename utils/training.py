@@ -79,11 +79,12 @@ def train_block(model: nn.Module, store: CubeStore, indices: np.ndarray, cloze: 
 
 @torch.no_grad()
 def cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
-                use_flow: bool) -> tuple[np.ndarray, np.ndarray | None]:
+                use_flow: bool, progress: bool = False, label: str = "errors") -> tuple[np.ndarray, np.ndarray | None]:
     """Per-cube raw and flow scores: the SUM of squared completion errors (eval mode)."""
     model.eval()
     raw_scores, of_scores = [], []
-    for raw, flow in cube_batches(store, indices, batch_size, device):
+    batches = cube_batches(store, indices, batch_size, device)
+    for raw, flow in tqdm(batches, total=-(-len(indices) // batch_size), desc=label, unit="batch", disable=not progress):
         of_out, raw_out, of_target, raw_target = model(raw, flow)
         raw_scores.append(((raw_target - raw_out) ** 2).flatten(1).sum(1).double().cpu().numpy())
         if use_flow:
@@ -117,7 +118,8 @@ def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: in
             model = make_network(cloze).to(device)
             label = f" block ({h},{w})" if h_block * w_block > 1 else ""
             train_block(model, store, members, cloze, device, generator, progress, label)
-            raw, of = cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow)
+            raw, of = cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow, progress,
+                                  f"training-score pass{label}")
             trained.states[h][w] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             trained.raw_scores[h][w] = raw
             trained.of_scores[h][w] = of if of is not None else np.zeros(0)
