@@ -5,7 +5,7 @@ from utils.pipeline import run_testing
 
 def main(cfg, args):
     report = run_testing(cfg)
-    print(f"results in {report['results_dir']}: metrics.json, frame_scores.npy, frame_scores.png, roc.png")
+    print(f"results in {report['results_dir']}: metrics.json, frame_scores.npy, frame_scores.png, roc.png, top_frames.png")
     print(f"{report['n_frames']} test frames, {report['n_cubes']} cubes; macro AUROC {report['auroc_macro']:.4f}, "
           f"EER {report['eer']:.4f}")
     print(f"frame-level AUROC (micro) on {report['dataset']}: {report['auroc_micro']:.4f}")

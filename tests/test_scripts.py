@@ -27,7 +27,8 @@ def test_flow_train_test_end_to_end(tmp_path):
     assert {"auroc_micro", "auroc_macro", "eer", "n_frames"} <= set(metrics) and metrics["n_frames"] == 60
     assert 0 <= metrics["auroc_micro"] <= 1
     assert np.load(results / "frame_scores.npy").shape == (60,)
-    assert (results / "frame_scores.png").stat().st_size > 0 and (results / "roc.png").is_file()
+    for figure in ("frame_scores.png", "roc.png", "top_frames.png"):
+        assert (results / figure).stat().st_size > 0, figure
     assert done.stdout.strip().splitlines()[-1] == f"frame-level AUROC (micro) on synthetic: {metrics['auroc_micro']:.4f}"
 
 

@@ -123,10 +123,30 @@ def run_testing(cfg: RunConfig) -> dict:
                    "cloze": asdict(cfg.cloze)})
     write_json(out / "metrics.json", report)
 
-    from utils.visualize import plot_frame_scores, plot_roc
-
     title = f"VEC on {cfg.dataset_name}: micro AUROC {report['auroc_micro']:.3f}"
-    plot_frame_scores(out / "frame_scores.png", scores, split.labels, split.frame_video_idx, split.video_names, title)
-    plot_roc(out / "roc.png", scores, split.labels, report["auroc_micro"], title)
+    plot_results(out, split, store, cube_scores, scores, report["auroc_micro"], title)
     report["results_dir"] = str(out)
     return report
+
+
+def plot_results(out, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray, scores: np.ndarray,
+                 auroc: float, title: str, max_videos: int = 6) -> None:
+    """frame_scores.png, roc.png and top_frames.png (each video's highest-scoring frame with its boxes)."""
+    import cv2
+
+    from utils.visualize import plot_frame_scores, plot_roc, plot_top_frames
+
+    plot_frame_scores(out / "frame_scores.png", scores, split.labels, split.frame_video_idx, split.video_names, title)
+    plot_roc(out / "roc.png", scores, split.labels, auroc, title)
+    frames, boxes, box_scores, masks, titles = [], [], [], [], []
+    for video in np.unique(split.frame_video_idx)[:max_videos]:
+        members = np.flatnonzero(split.frame_video_idx == video)
+        i = int(members[np.argmax(scores[members])])
+        mine = store.frame_index == i
+        frames.append(split.read_frame(i))
+        boxes.append(store.boxes[mine])
+        box_scores.append(cube_scores[mine])
+        masks.append(cv2.imread(str(split.mask_paths[i]), cv2.IMREAD_GRAYSCALE) if split.mask_paths else None)
+        titles.append(f"{split.video_names[video - 1]} frame {i - members[0] + 1}: score {scores[i]:.1f}"
+                      f"{' (anomalous)' if split.labels[i] else ''}")
+    plot_top_frames(out / "top_frames.png", frames, boxes, box_scores, masks, titles)

@@ -54,3 +54,33 @@ def plot_roc(path: Path, scores: np.ndarray, labels: np.ndarray, auroc: float, t
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_top_frames(path: Path, frames: list[np.ndarray], boxes: list[np.ndarray], box_scores: list[np.ndarray],
+                    masks: list[np.ndarray | None], titles: list[str]) -> None:
+    """The highest-scoring frame of some videos: each box drawn with its score (red = the frame's
+    maximum), the ground-truth anomaly outlined in green where a pixel mask exists."""
+    import cv2
+
+    cols = min(3, len(frames))
+    rows = -(-len(frames) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, frame, frame_boxes, scores, mask, title in zip(axes.ravel(), frames, boxes, box_scores, masks, titles):
+        canvas = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if mask is not None:
+            contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(canvas, contours, -1, (0, 200, 0), 1)
+        top = int(np.argmax(scores)) if len(scores) else -1
+        for n, (box, score) in enumerate(zip(frame_boxes, scores)):
+            x1, y1, x2, y2 = (int(np.ceil(v)) for v in box)
+            colour = (230, 30, 30) if n == top else (250, 200, 0)
+            cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), colour, 1)
+            cv2.putText(canvas, f"{score:.1f}", (x1, max(8, y1 - 2)), cv2.FONT_HERSHEY_PLAIN, 0.7, colour, 1)
+        ax.imshow(canvas)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    for ax in axes.ravel()[len(frames):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
