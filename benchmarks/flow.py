@@ -9,6 +9,7 @@ Weights are deterministic stand-ins (no files needed): speed does not depend on 
 """
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,10 +46,12 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     flownet2 = FlowNet2Estimator.from_model(FlowNet2(), args.device, batch_size=args.pairs)
-    torch.save(raft_large(weights=None).state_dict(), "/dev/shm/raft_bench.pth")
+    scratch = tempfile.TemporaryDirectory()  # removed at exit
+    raft_weights = Path(scratch.name) / "raft_large_random.pth"  # timing only: random weights
+    torch.save(raft_large(weights=None).state_dict(), raft_weights)
     backends = {"dis": (build_flow_estimator("dis"), 1), "farneback": (build_flow_estimator("farneback"), 1),
                 "flownet2": (flownet2, args.pairs),
-                "raft": (RaftEstimator("/dev/shm/raft_bench.pth", args.device, batch_size=args.pairs), args.pairs)}
+                "raft": (RaftEstimator(raft_weights, args.device, batch_size=args.pairs), args.pairs)}
     print(f"device: {args.device}, torch threads: {torch.get_num_threads()}")
     print(f"{'backend':<11}" + "".join(f"{name + ' ' + str(h) + 'x' + str(w):>24}" for name, (h, w) in SIZES.items()))
     for name, (estimator, batch) in backends.items():
