@@ -5,10 +5,12 @@
 
 With mmdet installed (requirements-mmdet.txt), this checks the mmdet adapter and this
 project's pure-PyTorch detector against each other: per frame, the number of detections
-and the largest box and score differences. Prints one line per frame.
+and the largest box and score differences, and each detector's seconds per frame.
+Prints one line per frame, then the mean times and their ratio (one run, same machine).
 """
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,13 @@ from utils.errors import VECError  # noqa: E402
 from utils.mmdet_detector import MMDetDetector  # noqa: E402
 
 
+def timed(detector, frame, seconds: list) -> np.ndarray:
+    started = time.perf_counter()
+    detections = detector([frame])[0]
+    seconds.append(time.perf_counter() - started)
+    return detections
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mmdet-config", required=True)
@@ -31,14 +40,19 @@ def main():
     try:
         ours = CascadeRCNNDetector(args.checkpoint, device=args.device, batch_size=1)
         theirs = MMDetDetector(args.mmdet_config, args.checkpoint, device=args.device)
+        seconds = {"ours": [], "mmdet": []}
         for path in args.frames:
             frame = read_image(Path(path))
-            a, b = ours([frame])[0], theirs([frame])[0]
+            a, b = timed(ours, frame, seconds["ours"]), timed(theirs, frame, seconds["mmdet"])
             if a.shape != b.shape:
                 print(f"{path}: {len(a)} detections here, {len(b)} from mmdet")
                 continue
             print(f"{path}: {len(a)} detections, max box difference {np.abs(a[:, :4] - b[:, :4]).max(initial=0):.4f} px, "
-                  f"max score difference {np.abs(a[:, 4] - b[:, 4]).max(initial=0):.2e}")
+                  f"max score difference {np.abs(a[:, 4] - b[:, 4]).max(initial=0):.2e}; "
+                  f"{seconds['ours'][-1]:.2f} s here, {seconds['mmdet'][-1]:.2f} s mmdet")
+        mean_ours, mean_mmdet = np.mean(seconds["ours"]), np.mean(seconds["mmdet"])
+        print(f"seconds per frame on {args.device}: {mean_ours:.2f} here, {mean_mmdet:.2f} mmdet "
+              f"(mmdet / here = {mean_mmdet / mean_ours:.2f})")
     except VECError as err:
         sys.exit(f"error: {err}")
 
