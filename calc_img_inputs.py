@@ -1,4 +1,4 @@
-"""Compute the optical flow of every frame of the configured dataset (SPEC §2).
+"""Compute the optical flow of every frame of the configured dataset (docs/method.md §2).
 
 Writes optical_flow/<dataset>/<same sub-path as the frame>/<frame>.npy; frames whose
 flow file already exists are skipped, so an interrupted run resumes.

@@ -1,5 +1,8 @@
-"""FlowNet2 in plain PyTorch: the networks, the custom ops, the official checkpoint, the flow backend."""
-from FlowNet2_src.checkpoint import load_flownet2
+"""FlowNet2 in plain PyTorch (pure torch.nn: it imports nothing from the app).
+
+The four networks and the three custom layers the reference compiled as CUDA kernels.
+Loading the official checkpoint and running it as a flow backend live in utils/flow/.
+"""
 from FlowNet2_src.flownet2 import FlowNet2
 from FlowNet2_src.flownet_c import FlowNetC
 from FlowNet2_src.flownet_fusion import FlowNetFusion
@@ -8,13 +11,4 @@ from FlowNet2_src.flownet_sd import FlowNetSD
 from FlowNet2_src.ops import ChannelNorm, Correlation, Resample2d
 
 __all__ = ["FlowNet2", "FlowNetC", "FlowNetS", "FlowNetSD", "FlowNetFusion", "Correlation", "Resample2d",
-           "ChannelNorm", "load_flownet2", "FlowNet2Estimator"]
-
-
-def __getattr__(name):
-    # the estimator imports utils.flow, which is only needed when flow is computed
-    if name == "FlowNet2Estimator":
-        from FlowNet2_src.estimator import FlowNet2Estimator
-
-        return FlowNet2Estimator
-    raise AttributeError(name)
+           "ChannelNorm"]

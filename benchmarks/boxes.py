@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from utils.cascade_rcnn import CascadeRCNN, CascadeRCNNDetector  # noqa: E402
+from models import CascadeRCNN  # noqa: E402
+from utils.foreground import CascadeRCNNDetector  # noqa: E402
 from utils.foreground import motion_boxes  # noqa: E402
 
 SIZES = {"UCSDped2": (240, 360), "avenue": (360, 640), "ShanghaiTech": (480, 856)}
@@ -56,7 +57,7 @@ def main():
     parser.add_argument("--frames", type=int, default=2, help="frames per detector timing (one batch)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    detector = CascadeRCNNDetector.from_model(CascadeRCNN(), args.device, batch_size=args.frames)
+    detector = CascadeRCNNDetector(CascadeRCNN(), args.device, batch_size=args.frames)
     print(f"device: {args.device}, torch threads: {torch.get_num_threads()}")
     print(f"{'dataset':<14}{'frame':>10}{'detector input':>16}{'motion cue':>16}{'Cascade R-CNN':>18}")
     for name, (h, w) in SIZES.items():

@@ -20,10 +20,10 @@ from torchvision.models.optical_flow import raft_large
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from FlowNet2_src import FlowNet2  # noqa: E402
-from FlowNet2_src.estimator import FlowNet2Estimator  # noqa: E402
 from FlowNet2_src.ops import Correlation  # noqa: E402
-from utils.flow import build_flow_estimator  # noqa: E402
-from utils.raft_flow import RaftEstimator  # noqa: E402
+from utils.flow import build_flow_backend  # noqa: E402
+from utils.flow.flownet2 import FlowNet2Flow  # noqa: E402
+from utils.flow.raft import RaftFlow  # noqa: E402
 
 SIZES = {"UCSDped2": (240, 360), "avenue": (360, 640), "ShanghaiTech": (480, 856)}
 
@@ -45,13 +45,13 @@ def main():
     parser.add_argument("--pairs", type=int, default=4, help="frame pairs timed per backend and size")
     args = parser.parse_args()
     torch.manual_seed(0)
-    flownet2 = FlowNet2Estimator.from_model(FlowNet2(), args.device, batch_size=args.pairs)
+    flownet2 = FlowNet2Flow(FlowNet2(), args.device)
     scratch = tempfile.TemporaryDirectory()  # removed at exit
     raft_weights = Path(scratch.name) / "raft_large_random.pth"  # timing only: random weights
     torch.save(raft_large(weights=None).state_dict(), raft_weights)
-    backends = {"dis": (build_flow_estimator("dis"), 1), "farneback": (build_flow_estimator("farneback"), 1),
+    backends = {"dis": (build_flow_backend("dis"), 1), "farneback": (build_flow_backend("farneback"), 1),
                 "flownet2": (flownet2, args.pairs),
-                "raft": (RaftEstimator(raft_weights, args.device, batch_size=args.pairs), args.pairs)}
+                "raft": (RaftFlow.from_checkpoint(raft_weights, args.device), args.pairs)}
     print(f"device: {args.device}, torch threads: {torch.get_num_threads()}")
     print(f"{'backend':<11}" + "".join(f"{name + ' ' + str(h) + 'x' + str(w):>24}" for name, (h, w) in SIZES.items()))
     for name, (estimator, batch) in backends.items():

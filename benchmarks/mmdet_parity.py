@@ -17,10 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from utils.cascade_rcnn import CascadeRCNNDetector  # noqa: E402
+from utils.foreground import CascadeRCNNDetector, MMDetDetector  # noqa: E402
 from utils.datasets import read_image  # noqa: E402
 from utils.errors import VECError  # noqa: E402
-from utils.mmdet_detector import MMDetDetector  # noqa: E402
 
 
 def timed(detector, frame, seconds: list) -> np.ndarray:
@@ -38,8 +37,8 @@ def main():
     parser.add_argument("frames", nargs="+")
     args = parser.parse_args()
     try:
-        ours = CascadeRCNNDetector(args.checkpoint, device=args.device, batch_size=1)
-        theirs = MMDetDetector(args.mmdet_config, args.checkpoint, device=args.device)
+        ours = CascadeRCNNDetector.from_checkpoint(args.checkpoint, device=args.device, batch_size=1)
+        theirs = MMDetDetector.from_checkpoint(args.mmdet_config, args.checkpoint, device=args.device)
         seconds = {"ours": [], "mmdet": []}
         for path in args.frames:
             frame = read_image(Path(path))

@@ -1,4 +1,4 @@
-"""The cloze networks of VEC (SPEC §5).
+"""The cloze networks of VEC (docs/method.md §5).
 
 A video event is a cube of `tot_raw_num` patches (time-major BGR channels) and its
 optical flow. For each erased position i, one U-Net completes the erased raw patch

@@ -6,7 +6,7 @@ import pytest
 from utils.config import load_config
 from utils.datasets import open_split
 from utils.flow import OpenCVFlow, compute_split_flow
-from utils.synthetic import generate
+from utils.datasets import generate_synthetic as generate
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.boxes import box_file_path, compute_split_boxes, frame_boxes, load_box_file, save_box_file
+from utils.foreground import box_file_path, compute_split_boxes, frame_boxes, load_box_file, save_box_file
 from utils.config import BoxParams
 from utils.datasets import open_split
 from utils.errors import VECError

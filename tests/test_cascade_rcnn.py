@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tests.detfill import det_fill
-from utils.cascade_rcnn import CascadeRCNN, CascadeRCNNDetector, load_cascade_rcnn
+from models import CascadeRCNN
+from utils.foreground import CascadeRCNNDetector, load_cascade_rcnn
 from utils.errors import VECError
 
 DATA = Path(__file__).parent / "data"
@@ -106,24 +107,24 @@ def test_missing_or_legacy_checkpoint_is_a_clear_error(tmp_path):
 
 def test_batched_detector_equals_one_at_a_time(model):
     frame = GOLDEN["image_bgr"]
-    detector = CascadeRCNNDetector.from_model(model, batch_size=2, score_thr=0.0, scale=(384, 256))
+    detector = CascadeRCNNDetector(model, batch_size=2, score_thr=0.0, scale=(384, 256))
     both = detector([frame, frame[:, ::-1].copy()])
-    single = CascadeRCNNDetector.from_model(model, batch_size=1, score_thr=0.0, scale=(384, 256))([frame])
+    single = CascadeRCNNDetector(model, batch_size=1, score_thr=0.0, scale=(384, 256))([frame])
     assert len(both) == 2 and both[0].shape[1] == 5 and both[0].dtype == np.float32
     np.testing.assert_allclose(both[0], single[0], atol=1e-3)
     _assert_golden_detections(both[0][:, :4], both[0][:, 4], GOLDEN["det_labels"])
 
 
 def test_mmdet_backend_explains_how_to_install():
-    from utils.mmdet_detector import MMDetDetector
+    from utils.foreground import MMDetDetector
 
     with pytest.raises(VECError, match="requirements-mmdet.txt"):
         MMDetDetector("config.py", "checkpoint.pth")
 
 
 def test_config_detector_feeds_the_box_pipeline(tmp_path, small_synthetic):
-    """detector = cascade_rcnn as train.py builds it, on a real frame, through SPEC §3's steps."""
-    from utils.boxes import build_detector, frame_boxes
+    """detector = cascade_rcnn as train.py builds it, on a real frame, through docs/method.md §3's steps."""
+    from utils.foreground import build_detector, frame_boxes
     from utils.datasets import open_split
     from utils.foreground import filter_detections, remove_covered
 

@@ -48,3 +48,65 @@ def test_bad_values_are_one_line_errors(tmp_path, change, message):
 def test_missing_file(tmp_path):
     with pytest.raises(VECError, match="not found"):
         load_config(tmp_path / "none.cfg")
+
+
+@pytest.mark.parametrize("change, message", [
+    (("nf = 8\n", "nf = 8\nepoch = 3\n"), r"unknown key 'epoch' in \[synthetic\]; did you mean 'epochs'\?"),
+    (("[SelfComplete]", "[SelfComplet]"), r"unknown section \[SelfComplet\]; did you mean 'SelfComplete'\?"),
+    (("seed = 0", "sed = 0"), r"unknown key 'sed' in \[shared_parameters\]; did you mean 'seed'\?"),
+    (("motionThr = 0\nflow_method = dis", "motionthr = 0\nflow_method = dis"), r"did you mean 'motion(Thr|_thr)'\?"),
+])
+def test_misspelled_keys_and_sections_name_the_closest_known_one(tmp_path, change, message):
+    path = write_config(tmp_path)
+    text = path.read_text()
+    assert change[0] in text
+    path.write_text(text.replace(change[0], change[1], 1))
+    with pytest.raises(VECError, match=message) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("patch_size", "-3", "must be ≥ 1"), ("batch_size", "0", "must be ≥ 1"), ("nf", "0", "must be ≥ 1"),
+    ("epochs", "abc", r"\[synthetic\] epochs = 'abc' is not an integer"),
+])
+def test_ranges_and_types_name_the_section_the_value_came_from(tmp_path, key, value, message):
+    path = write_config(tmp_path)
+    before, synthetic = path.read_text().split("[synthetic]\n")
+    section, after = synthetic.split("[SelfComplete]")
+    section = "".join(line for line in section.splitlines(True) if not line.startswith(f"{key} ="))
+    path.write_text(f"{before}[synthetic]\n{key} = {value}\n{section}[SelfComplete]{after}")
+    with pytest.raises(VECError, match=message) as err:
+        load_config(path)
+    assert f"{path}: [synthetic] {key}" in str(err.value)
+    with pytest.raises(VECError, match=f"--set synthetic.{key} = '{value}'"):
+        load_config(write_config(tmp_path), [f"synthetic.{key}={value}"])
+
+
+def test_devices_and_seeds_are_checked(tmp_path):
+    path = write_config(tmp_path)
+    with pytest.raises(VECError, match="device = gpu is not a device"):
+        load_config(path, ["shared_parameters.device=gpu"])
+    with pytest.raises(VECError, match=r"seed = '-1' is out of range"):
+        load_config(path, ["shared_parameters.seed=-1"])
+
+
+def test_every_selfcomplete_key_overrides_per_dataset_and_set_overrides_the_file(tmp_path):
+    path = write_config(tmp_path)
+    cfg = load_config(path, ["synthetic.w_raw=2", "SelfComplete.learning_rate=0.01", "synthetic.rawRange=2"])
+    assert cfg.cloze.w_raw == 2 and cfg.cloze.learning_rate == 0.01 and cfg.cloze.raw_range == 2
+    assert cfg.cloze.nf == 8  # [synthetic] still overrides [SelfComplete]
+    with pytest.raises(VECError, match=r"--set synthetic.border_mode = 'hard' is not one of predict"):
+        load_config(path, ["synthetic.border_mode=hard"])  # a choice key, overridable per dataset
+    with pytest.raises(VECError, match="is not SECTION.KEY=VALUE"):
+        load_config(path, ["epochs=3"])
+
+
+def test_defaults_live_on_the_schema(tmp_path):
+    """A dataset section with only its layout gets the paper's settings from the dataclass defaults."""
+    path = tmp_path / "minimal.cfg"
+    path.write_text("[shared_parameters]\ndataset_name = mine\n[mine]\nlayout = avenue\n")
+    cfg = load_config(path)
+    assert cfg.dataset.layout == "avenue" and cfg.dataset.patch_size == 32 and cfg.dataset.flow_method == "flownet2"
+    assert (cfg.cloze.epochs, cfg.cloze.batch_size, cfg.cloze.nf, cfg.cloze.w_raw) == (20, 128, 32, 0.5)
+    assert cfg.raw_dataset_dir == tmp_path / "raw_datasets" and cfg.dataset.flownet2_checkpoint.is_absolute()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.boxes import compute_split_boxes
+from utils.foreground import compute_split_boxes
 from utils.cubes import CubeStore, block_indices, build_cubes, crop_cubes
 from utils.datasets import open_split
 

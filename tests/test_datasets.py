@@ -1,4 +1,4 @@
-"""Dataset readers on tiny datasets written in each benchmark's layout (SPEC §1)."""
+"""Dataset readers on tiny datasets written in each benchmark's layout (docs/method.md §1)."""
 import cv2
 import numpy as np
 import pytest

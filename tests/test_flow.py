@@ -4,7 +4,7 @@ import pytest
 
 from utils.datasets import open_split
 from utils.errors import VECError
-from utils.flow import (FLOW_SIZE, OpenCVFlow, build_flow_estimator, compute_split_flow, flow_file_path, flow_pair,
+from utils.flow import (FLOW_SIZE, OpenCVFlow, build_flow_backend, compute_split_flow, flow_file_path, flow_pair,
                         read_flow)
 
 
@@ -54,27 +54,27 @@ def test_missing_flow_and_unknown_method_are_clear(tmp_path):
     with pytest.raises(VECError, match="calc_img_inputs.py"):
         read_flow(tmp_path / "none.npy")
     with pytest.raises(VECError, match="flow_method = pwc is unknown"):
-        build_flow_estimator("pwc")
+        build_flow_backend("pwc")
 
 
 def test_raft_backend_with_local_weights(tmp_path):
     import torch
     from torchvision.models.optical_flow import raft_large
 
-    from utils.raft_flow import RaftEstimator
+    from utils.flow.raft import RaftFlow
 
     with pytest.raises(VECError, match="raft_large_C_T_SKHT_V2"):
-        RaftEstimator(tmp_path / "raft_large_C_T_SKHT_V2-ff5fadd5.pth")
+        RaftFlow.from_checkpoint(tmp_path / "raft_large_C_T_SKHT_V2-ff5fadd5.pth")
     torch.manual_seed(0)
     torch.save(raft_large(weights=None).state_dict(), tmp_path / "raft.pth")
-    estimator = build_flow_estimator("raft", raft_weights=tmp_path / "raft.pth")
+    backend = build_flow_backend("raft", raft_weights=tmp_path / "raft.pth")
     first, second = _textured_pair(1, 0, height=48, width=64)
-    flow = estimator(first, second)
+    flow = backend(first, second)
     assert flow.shape == (1, 48, 64, 2) and flow.dtype == np.float32 and np.isfinite(flow).all()
 
 
 def test_flow_to_image_colours():
-    from utils.flow_vis import flow_to_image
+    from utils.flow import flow_to_image
 
     still = flow_to_image(np.zeros((4, 5, 2), np.float32))
     assert still.shape == (4, 5, 3) and still.dtype == np.uint8 and np.all(still == 255)  # no motion: white

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from FlowNet2_src import ChannelNorm, Correlation, FlowNet2, Resample2d, load_flownet2
-from FlowNet2_src.estimator import FlowNet2Estimator
+from FlowNet2_src import ChannelNorm, Correlation, FlowNet2, Resample2d
+from utils.flow.flownet2 import FlowNet2Flow, load_flownet2
 from tests.detfill import det_fill
 from utils.errors import VECError
 
@@ -76,5 +76,5 @@ def test_missing_or_wrong_checkpoint_is_a_clear_error(tmp_path):
 def test_estimator_returns_flow_at_frame_size():
     rng = np.random.default_rng(0)
     first = rng.integers(0, 255, (2, 60, 90, 3), dtype=np.uint8)
-    flow = FlowNet2Estimator.from_model(_golden_model(), batch_size=1)(first, np.roll(first, 2, axis=2))
+    flow = FlowNet2Flow(_golden_model())(first, np.roll(first, 2, axis=2))
     assert flow.shape == (2, 60, 90, 2) and flow.dtype == np.float32 and np.isfinite(flow).all()

@@ -7,7 +7,7 @@ import pytest
 from utils.foreground import filter_detections, frame_box, motion_boxes, patch_grid, remove_covered
 
 GOLDEN = np.load(Path(__file__).parent / "data" / "boxes.npz")
-# SPEC §3 thresholds: score_thr, min_area, cover_thr, area_thr, binary_thr, extend, blur
+# docs/method.md §3 thresholds: score_thr, min_area, cover_thr, area_thr, binary_thr, extend, blur
 PARAMS = {"UCSDped2": (0.5, 100, 0.6, 100, 18, 2, 3), "avenue": (0.25, 1600, 0.6, 1600, 18, 2, 5),
           "ShanghaiTech": (0.5, 64, 0.65, 64, 15, 2, 5)}
 

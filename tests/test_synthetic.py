@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 from utils.datasets import open_split
-from utils.synthetic import generate
+from utils.datasets import generate_synthetic as generate
 
 
 def _digest(root):

@@ -1,11 +1,11 @@
-"""Training on real cubes of the synthetic data, and test-time scoring (SPEC §6-7)."""
+"""Training on real cubes of the synthetic data, and test-time scoring (docs/method.md §6-7)."""
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from utils.boxes import compute_split_boxes
+from utils.foreground import compute_split_boxes
 from utils.cubes import build_cubes
 from utils.datasets import open_split
 from utils.errors import VECError

@@ -1,4 +1,4 @@
-"""What the entry scripts share: `--config`, and one-line errors with exit status 2."""
+"""What the entry scripts share: `--config`, `--set`, and one-line errors with exit status 2."""
 from __future__ import annotations
 
 import argparse
@@ -13,11 +13,14 @@ def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace],
                add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default="config.cfg", help="INI file with the settings (default: config.cfg)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one setting of the config file, e.g. --set SelfComplete.epochs=2 "
+                             "(repeatable; a dataset section overrides [SelfComplete] for that dataset)")
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args()
     try:
-        main(load_config(args.config), args)
+        main(load_config(args.config, args.overrides), args)
     except VECError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,94 +1,157 @@
-"""Reading `config.cfg` into typed settings.
+"""`config.cfg` read into typed settings: one schema, defaults in one place, unknown keys refused.
 
-The file keeps the reference's INI sections and keys (`[shared_parameters]`,
-`[train_parameters]`, `[test_parameters]`, one section per dataset, `[SelfComplete]`)
-and adds the settings the reference hard-coded (box thresholds, flow backend, detector).
-A dataset section may also override any `[SelfComplete]` key, which is how the small
-built-in `synthetic` dataset trains quickly while the benchmarks keep the paper's values.
-Relative paths are resolved against the folder holding the config file.
+The file keeps the reference's INI sections and keys:
+
+    [shared_parameters]   SharedConfig   which dataset, folders, device, seed
+    [train_parameters]    mode = train   (the reference's; nothing else)
+    [test_parameters]     mode = test
+    [<dataset>]           DatasetConfig  frames layout, flow, boxes, cubes, caches
+    [SelfComplete]        ClozeConfig    the cloze networks and their training
+
+Each section is a frozen dataclass whose fields carry the defaults; a key is read by
+its field name (or the reference's spelling in `ALIASES`) and converted by the field's
+type. A dataset section may also set any `[SelfComplete]` key, which then holds for
+that dataset only. Unknown sections and keys are errors naming the closest known key,
+so a typo never falls back to a default silently. Relative paths are resolved
+against the folder holding the config file. `--set SECTION.KEY=VALUE` on every script
+overrides the file.
 """
 from __future__ import annotations
 
 import configparser
-from dataclasses import dataclass
+import difflib
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from utils.errors import VECError
 
-FOREGROUND_MODES = ("obj_det_with_motion", "obj_det", "simple_patch", "frame")
-FLOW_METHODS = ("flownet2", "dis", "farneback", "raft")
-DETECTORS = ("cascade_rcnn", "mmdet", "none")
-LAYOUTS = ("UCSDped2", "avenue", "ShanghaiTech")
+FlowMethod = Literal["flownet2", "dis", "farneback", "raft"]
+Detector = Literal["cascade_rcnn", "mmdet", "none"]
+Layout = Literal["UCSDped2", "avenue", "ShanghaiTech"]
+ForegroundMode = Literal["obj_det_with_motion", "obj_det", "simple_patch", "frame"]
+
+# The reference's camelCase spellings of our snake_case keys.
+ALIASES = {"motionThr": "motion_thr", "useFlow": "use_flow", "rawRange": "raw_range"}
+# The reference's keys that this implementation does not need (scores are always
+# recomputed; memory-mapped cubes need no segments); accepted so its files load.
+IGNORED_KEYS = {"scores_saved", "saveSegNum"}
+SHARED, TRAIN, TEST, CLOZE = "shared_parameters", "train_parameters", "test_parameters", "SelfComplete"
+
+
+_CONTEXT_HINT = "the cloze networks need context_frame_num = 4 and context_of_num = 0 or 4"
+
+
+def _at_least(minimum: float) -> dict:
+    return {"min": minimum}
+
+
+@dataclass(frozen=True)
+class SharedConfig:
+    """`[shared_parameters]`."""
+
+    dataset_name: str = "synthetic"
+    raw_dataset_dir: Path = Path("raw_datasets")
+    foreground_extraction_mode: ForegroundMode = "obj_det_with_motion"
+    data_root_dir: Path = Path("data")
+    modality: Literal["raw2flow"] = "raw2flow"
+    method: Literal["SelfComplete"] = "SelfComplete"
+    optical_flow_dir: Path = Path("optical_flow")
+    results_dir: Path = Path("results")
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = field(default=0, metadata=_at_least(0))
 
 
 @dataclass(frozen=True)
 class BoxParams:
-    """Thresholds of the box pipeline (SPEC §3), per dataset."""
+    """Thresholds of the box pipeline (docs/method.md §3), per dataset."""
 
-    score_thr: float
-    min_area: float
-    cover_thr: float
-    area_thr: float
-    binary_thr: int
-    extend: int
-    blur_size: int
+    score_thr: float = 0.5
+    min_area: float = 100
+    cover_thr: float = 0.6
+    area_thr: float = 100
+    binary_thr: int = 18
+    extend: int = field(default=2, metadata=_at_least(0))
+    blur_size: int = field(default=3, metadata=_at_least(1))
     # The reference sums the two frame differences in uint8, so sums above 255 wrap.
     motion_uint8_wrap: bool = True
 
 
 @dataclass(frozen=True)
+class SplitOptions:
+    """The settings that differ between the train and the test split of a dataset."""
+
+    reuse_boxes: bool
+    reuse_cubes: bool
+    block_mode: int
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
-    name: str
-    layout: str
-    patch_size: int
-    h_block: int
-    w_block: int
-    train_bbox_saved: bool
-    test_bbox_saved: bool
-    train_foreground_saved: bool
-    test_foreground_saved: bool
-    train_block_mode: int
-    test_block_mode: int
-    motion_thr: float
-    flow_method: str
-    detector: str
-    detector_checkpoint: Path
-    detector_config: Path | None
-    flownet2_checkpoint: Path
-    raft_weights: Path
-    flow_batch_size: int
-    detector_batch_size: int
-    boxes: BoxParams
+    """One dataset's section: `[UCSDped2]`, `[avenue]`, `[ShanghaiTech]`, `[synthetic]` or your own."""
+
+    name: str = field(default="", metadata={"computed": True})
+    layout: Layout = "UCSDped2"  # defaults to the section name for the three benchmarks
+    patch_size: int = field(default=32, metadata=_at_least(1))
+    h_block: int = field(default=1, metadata=_at_least(1))
+    w_block: int = field(default=1, metadata=_at_least(1))
+    train_bbox_saved: bool = True
+    test_bbox_saved: bool = True
+    train_foreground_saved: bool = False
+    test_foreground_saved: bool = False
+    train_block_mode: int = field(default=1, metadata=_at_least(1))
+    test_block_mode: int = field(default=1, metadata=_at_least(1))
+    motion_thr: float = 0.0
+    flow_method: FlowMethod = "flownet2"
+    detector: Detector = "cascade_rcnn"
+    detector_checkpoint: Path = Path("obj_det_checkpoints/cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth")
+    detector_config: Path | None = None  # an MMDetection 3 config, for detector = mmdet
+    flownet2_checkpoint: Path = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
+    raft_weights: Path = Path("FlowNet2_src/pretrained/raft_large_C_T_SKHT_V2-ff5fadd5.pth")
+    flow_batch_size: int = field(default=8, metadata=_at_least(1))
+    detector_batch_size: int = field(default=4, metadata=_at_least(1))
+    boxes: BoxParams = field(default_factory=BoxParams, metadata={"flattened": True})
+
+    def for_split(self, split: str) -> SplitOptions:
+        if split == "train":
+            return SplitOptions(self.train_bbox_saved, self.train_foreground_saved, self.train_block_mode)
+        return SplitOptions(self.test_bbox_saved, self.test_foreground_saved, self.test_block_mode)
+
+    @property
+    def scene_level(self) -> bool:
+        """ShanghaiTech's model files have an extra outer list (one scene), as the reference saves them."""
+        return self.layout == "ShanghaiTech"
 
 
 @dataclass(frozen=True)
 class ClozeConfig:
-    """`[SelfComplete]`: the cloze networks and their training (SPEC §5-7)."""
+    """`[SelfComplete]`: the cloze networks and their training (docs/method.md §5-7). Paper values."""
 
-    border_mode: str
-    epochs: int
-    batch_size: int
-    nf: int
-    use_flow: bool
-    context_frame_num: int
-    context_of_num: int
-    raw_range: int
-    padding: bool
-    lambda_raw: float
-    lambda_of: float
-    w_raw: float
-    w_of: float
-    learning_rate: float
+    border_mode: Literal["predict"] = "predict"
+    epochs: int = field(default=20, metadata=_at_least(1))
+    batch_size: int = field(default=128, metadata=_at_least(1))
+    nf: int = field(default=32, metadata=_at_least(1))
+    use_flow: bool = True
+    context_frame_num: Literal[4] = field(default=4, metadata={"hint": _CONTEXT_HINT})
+    context_of_num: Literal[0, 4] = field(default=4, metadata={"hint": _CONTEXT_HINT})
+    raw_range: int = 10
+    padding: bool = False
+    lambda_raw: float = 1.0
+    lambda_of: float = 1.0
+    w_raw: float = 0.5
+    w_of: float = 1.0
+    learning_rate: float = field(default=1e-3, metadata={"min": 0, "exclusive": True})
 
     @property
     def tot_raw_num(self) -> int:
-        return self.context_frame_num + 1 if self.border_mode == "predict" else 2 * self.context_frame_num + 1
+        return self.context_frame_num + 1
 
     @property
     def tot_of_num(self) -> int:
-        return self.context_of_num + 1 if self.border_mode == "predict" else 2 * self.context_of_num + 1
+        return self.context_of_num + 1
 
     @property
     def network_raw_range(self) -> int | None:
@@ -96,19 +159,11 @@ class ClozeConfig:
         return None if self.raw_range >= self.tot_raw_num else self.raw_range
 
 
-@dataclass(frozen=True)
-class RunConfig:
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(SharedConfig):
+    """Everything a script needs: the shared settings, the chosen dataset and the cloze settings."""
+
     config_path: Path
-    dataset_name: str
-    raw_dataset_dir: Path
-    foreground_extraction_mode: str
-    data_root_dir: Path
-    modality: str
-    method: str
-    optical_flow_dir: Path
-    results_dir: Path
-    device: str
-    seed: int
     dataset: DatasetConfig
     cloze: ClozeConfig
 
@@ -126,55 +181,7 @@ class RunConfig:
         return self.data_root_dir / self.modality
 
 
-class _Reader:
-    """Typed access to one INI file with one-line errors naming the missing key."""
-
-    def __init__(self, parser: configparser.ConfigParser, path: Path) -> None:
-        self.parser = parser
-        self.path = path
-
-    def _raw(self, section: str, key: str, fallback: str | None, override: str | None = None) -> str:
-        if override is not None and self.parser.has_option(override, key):
-            return self.parser.get(override, key)
-        if self.parser.has_option(section, key):
-            return self.parser.get(section, key)
-        if fallback is not None:
-            return fallback
-        raise VECError(f"{self.path}: key '{key}' is missing from section [{section}]; add it (see the README's config table)")
-
-    def str(self, section: str, key: str, fallback: str | None = None, override: str | None = None) -> str:
-        return self._raw(section, key, fallback, override).strip()
-
-    def int(self, section: str, key: str, fallback: int | None = None, override: str | None = None) -> int:
-        value = self._raw(section, key, None if fallback is None else str(fallback), override)
-        try:
-            number = eval_number(value)
-        except ValueError:
-            number = float("nan")
-        if not number.is_integer():
-            raise VECError(f"{self.path}: [{section}] {key} = {value!r} is not an integer")
-        return int(number)
-
-    def float(self, section: str, key: str, fallback: float | None = None, override: str | None = None) -> float:
-        value = self._raw(section, key, None if fallback is None else str(fallback), override)
-        try:
-            return float(eval_number(value))
-        except ValueError:
-            raise VECError(f"{self.path}: [{section}] {key} = {value!r} is not a number") from None
-
-    def bool(self, section: str, key: str, fallback: bool | None = None, override: str | None = None) -> bool:
-        value = self._raw(section, key, None if fallback is None else str(fallback), override).lower()
-        if value in ("1", "yes", "true", "on"):
-            return True
-        if value in ("0", "no", "false", "off"):
-            return False
-        raise VECError(f"{self.path}: [{section}] {key} = {value!r} is not a boolean (use True or False)")
-
-    def choice(self, section: str, key: str, choices: tuple[str, ...], fallback: str | None = None) -> str:
-        value = self.str(section, key, fallback)
-        if value not in choices:
-            raise VECError(f"{self.path}: [{section}] {key} = {value!r} is not one of {', '.join(choices)}")
-        return value
+BUILTIN_DATASETS = ("UCSDped2", "avenue", "ShanghaiTech", "synthetic")
 
 
 def eval_number(text: str) -> float:
@@ -186,111 +193,210 @@ def eval_number(text: str) -> float:
 
 
 def resolve_device(name: str) -> str:
-    """`auto` picks CUDA when present, else the CPU."""
+    """`auto` picks CUDA when present, else the CPU; a device that does not exist is a one-line error."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VECError(f"device = {name} was asked for but PyTorch sees no CUDA GPU; set device = auto or cpu in config.cfg")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VECError(f"device = {name} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise VECError(f"device = {name} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VECError(f"device = {name} was asked for but PyTorch sees no CUDA GPU; set device = auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VECError(f"device = {name} does not exist: PyTorch sees {torch.cuda.device_count()} GPU(s)")
     return name
 
 
-def load_config(path: str | Path = "config.cfg") -> RunConfig:
+def _closest(word: str, known) -> str:
+    match = difflib.get_close_matches(word, list(known), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+class _Reader:
+    def __init__(self, parser: configparser.ConfigParser, path: Path, set_by_command_line: set) -> None:
+        self.parser, self.path, self.set_by_command_line = parser, path, set_by_command_line
+
+    def lookup(self, section: str, key: str) -> str | None:
+        """The raw value of `key` (field name or its reference alias) in `section`, or None."""
+        if not self.parser.has_section(section):
+            return None
+        for spelling in [key] + [alias for alias, name in ALIASES.items() if name == key]:
+            if self.parser.has_option(section, spelling):
+                return self.parser.get(section, spelling)
+        return None
+
+    def origin(self, section: str, key: str) -> str:
+        spelled = next((s for s in [key, *ALIASES] if (section, s) in self.set_by_command_line
+                        and ALIASES.get(s, s) == key), None)
+        if spelled:
+            return f"--set {section}.{spelled}"
+        spelled = next((s for s in [key, *ALIASES] if ALIASES.get(s, s) == key
+                        and self.parser.has_option(section, s)), key)
+        return f"{self.path}: [{section}] {spelled}"
+
+    def convert(self, section: str, key: str, text: str, kind, metadata) -> object:
+        text = text.strip()
+        where = self.origin(section, key)
+
+        def fail(allowed: str) -> VECError:
+            hint = f" ({metadata['hint']})" if "hint" in metadata else ""
+            return VECError(f"{where} = {text!r} is not {allowed}{hint}")
+
+        origin = typing.get_origin(kind)
+        if origin is Literal:
+            choices = typing.get_args(kind)
+            for choice in choices:
+                if text == str(choice):
+                    return choice
+            raise fail("one of " + ", ".join(str(c) for c in choices))
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "yes", "true", "on"):
+                return True
+            if lowered in ("0", "no", "false", "off"):
+                return False
+            raise fail("a boolean (use True or False)")
+        if kind in (int, float):
+            try:
+                number = eval_number(text)
+            except ValueError:
+                raise fail("an integer" if kind is int else "a number") from None
+            if kind is int and not number.is_integer():
+                raise fail("an integer")
+            value = int(number) if kind is int else number
+            minimum = metadata.get("min")
+            if minimum is not None and (value < minimum or (metadata.get("exclusive") and value == minimum)):
+                relation = ">" if metadata.get("exclusive") else "≥"
+                raise VECError(f"{where} = {text!r} is out of range: it must be {relation} {minimum}")
+            return value
+        if kind in (Path, Path | None):
+            if not text:
+                if kind is Path:
+                    raise fail("a path")
+                return None
+            return self.resolve(Path(text))
+        return text
+
+    def resolve(self, path: Path) -> Path:
+        """Relative paths are relative to the folder holding the config file."""
+        path = path.expanduser()
+        return path if path.is_absolute() else self.path.resolve().parent / path
+
+    def read(self, cls, sections: list[str], exclude: set[str] = frozenset(), **given):
+        """An instance of dataclass `cls`; each field from the first of `sections` that sets it, else its default."""
+        hints = typing.get_type_hints(cls)
+        values = dict(given)
+        for f in fields(cls):
+            if f.name in values or f.name in exclude or f.metadata.get("computed"):
+                continue
+            if f.metadata.get("flattened"):
+                values[f.name] = self.read(hints[f.name], sections)
+                continue
+            for section in sections:
+                raw = self.lookup(section, f.name)
+                if raw is not None:
+                    values[f.name] = self.convert(section, f.name, raw, hints[f.name], f.metadata)
+                    break
+            else:
+                if isinstance(f.default, Path):
+                    values[f.name] = self.resolve(f.default)
+        return cls(**values)
+
+
+def schema_keys(cls) -> set[str]:
+    """Every key a section read into `cls` accepts (flattened dataclasses included)."""
+    hints = typing.get_type_hints(cls)
+    keys = set()
+    for f in fields(cls):
+        if f.metadata.get("flattened"):
+            keys |= schema_keys(hints[f.name])
+        elif not f.metadata.get("computed"):
+            keys.add(f.name)
+    return keys
+
+
+def _known_keys(section: str, is_dataset: bool) -> set[str]:
+    if section == SHARED:
+        return schema_keys(SharedConfig)
+    if section in (TRAIN, TEST):
+        return {"mode"}
+    if section == CLOZE:
+        return schema_keys(ClozeConfig)
+    if is_dataset:
+        return schema_keys(DatasetConfig) | schema_keys(ClozeConfig)
+    return set()
+
+
+def _check_names(parser: configparser.ConfigParser, path: Path) -> None:
+    """Refuse unknown sections and keys, naming the closest known one."""
+    fixed = (SHARED, TRAIN, TEST, CLOZE)
+    for section in parser.sections():
+        is_dataset = section in BUILTIN_DATASETS or parser.has_option(section, "layout")
+        if section not in fixed and not is_dataset:
+            raise VECError(f"{path}: unknown section [{section}]{_closest(section, fixed + BUILTIN_DATASETS)} "
+                           "(a section for your own dataset needs a `layout = ...` key)")
+        known = _known_keys(section, is_dataset)
+        for key in parser.options(section):
+            name = ALIASES.get(key, key)
+            if name not in known and key not in IGNORED_KEYS:
+                raise VECError(f"{path}: unknown key '{key}' in [{section}]{_closest(key, known | set(ALIASES))}")
+    for section, expected in ((TRAIN, "train"), (TEST, "test")):
+        if parser.has_option(section, "mode") and parser.get(section, "mode").strip() != expected:
+            raise VECError(f"{path}: [{section}] mode must be {expected}")
+
+
+def parse_overrides(assignments: list[str] | None) -> list[tuple[str, str, str]]:
+    """`SECTION.KEY=VALUE` strings → (section, key, value); one-line error for a malformed one."""
+    parsed = []
+    for text in assignments or []:
+        name, sep, value = text.partition("=")
+        section, dot, key = name.strip().rpartition(".")
+        if not sep or not dot or not section or not key:
+            raise VECError(f"--set {text!r} is not SECTION.KEY=VALUE (for example --set SelfComplete.epochs=2)")
+        parsed.append((section, key, value.strip()))
+    return parsed
+
+
+def load_config(path: str | Path = "config.cfg", overrides: list[str] | None = None) -> RunConfig:
+    """Read and check `path`, apply `--set` overrides, and return the settings of the chosen dataset."""
     path = Path(path)
     if not path.is_file():
         raise VECError(f"config file {path} not found; pass --config PATH or run from the repository root")
+    # Keys keep their case: the reference writes motionThr, rawRange, useFlow.
     parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+    parser.optionxform = str
     try:
         parser.read(path)
     except configparser.Error as err:
         raise VECError(f"{path} is not a valid INI file: {str(err).splitlines()[0]}") from None
-    base = path.resolve().parent
-    r = _Reader(parser, path)
+    set_by_command_line = set()
+    for section, key, value in parse_overrides(overrides):
+        if not parser.has_section(section):
+            parser.add_section(section)
+        parser.set(section, key, value)
+        set_by_command_line.add((section, key))
+    _check_names(parser, path)
 
-    def resolved(text: str) -> Path:
-        p = Path(text).expanduser()
-        return p if p.is_absolute() else base / p
-
-    shared = "shared_parameters"
-    name = r.str(shared, "dataset_name")
+    reader = _Reader(parser, path, set_by_command_line)
+    shared = reader.read(SharedConfig, [SHARED])
+    try:
+        resolve_device(shared.device)
+    except VECError as err:
+        raise VECError(f"{reader.origin(SHARED, 'device')}: {err}") from None
+    name = shared.dataset_name
     if not parser.has_section(name):
-        raise VECError(f"{path}: dataset_name = {name} but there is no [{name}] section; add one or pick another dataset")
-    mode = r.choice(shared, "foreground_extraction_mode", FOREGROUND_MODES)
-    method = r.str(shared, "method", "SelfComplete")
-    if method != "SelfComplete":
-        raise VECError(f"{path}: method = {method} is not supported; only SelfComplete exists")
-    modality = r.str(shared, "modality", "raw2flow")
-    if modality != "raw2flow":
-        raise VECError(f"{path}: modality = {modality} is not supported; VEC uses raw2flow")
-
-    box = BoxParams(
-        score_thr=r.float(name, "score_thr", 0.5),
-        min_area=r.float(name, "min_area", 100),
-        cover_thr=r.float(name, "cover_thr", 0.6),
-        area_thr=r.float(name, "area_thr", 100),
-        binary_thr=r.int(name, "binary_thr", 18),
-        extend=r.int(name, "extend", 2),
-        blur_size=r.int(name, "blur_size", 3),
-        motion_uint8_wrap=r.bool(name, "motion_uint8_wrap", True),
-    )
-    detector_config = r.str(name, "detector_config", "")
-    dataset = DatasetConfig(
-        name=name,
-        layout=r.choice(name, "layout", LAYOUTS, name if name in LAYOUTS else None),
-        patch_size=r.int(name, "patch_size", 32),
-        h_block=r.int(name, "h_block", 1),
-        w_block=r.int(name, "w_block", 1),
-        train_bbox_saved=r.bool(name, "train_bbox_saved", True),
-        test_bbox_saved=r.bool(name, "test_bbox_saved", True),
-        train_foreground_saved=r.bool(name, "train_foreground_saved", False),
-        test_foreground_saved=r.bool(name, "test_foreground_saved", False),
-        train_block_mode=r.int(name, "train_block_mode", 1),
-        test_block_mode=r.int(name, "test_block_mode", 1),
-        motion_thr=r.float(name, "motionThr", 0),
-        flow_method=r.choice(name, "flow_method", FLOW_METHODS, "flownet2"),
-        detector=r.choice(name, "detector", DETECTORS, "cascade_rcnn"),
-        detector_checkpoint=resolved(r.str(name, "detector_checkpoint",
-                                           "obj_det_checkpoints/cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth")),
-        detector_config=resolved(detector_config) if detector_config else None,
-        flownet2_checkpoint=resolved(r.str(name, "flownet2_checkpoint", "FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")),
-        raft_weights=resolved(r.str(name, "raft_weights", "FlowNet2_src/pretrained/raft_large_C_T_SKHT_V2-ff5fadd5.pth")),
-        flow_batch_size=r.int(name, "flow_batch_size", 8),
-        detector_batch_size=r.int(name, "detector_batch_size", 4),
-        boxes=box,
-    )
-
-    sc = "SelfComplete"
-    cloze = ClozeConfig(
-        border_mode=r.choice(sc, "border_mode", ("predict",), "predict"),
-        epochs=r.int(sc, "epochs", override=name),
-        batch_size=r.int(sc, "batch_size", override=name),
-        nf=r.int(sc, "nf", override=name),
-        use_flow=r.bool(sc, "useFlow", True, override=name),
-        context_frame_num=r.int(sc, "context_frame_num", 4, override=name),
-        context_of_num=r.int(sc, "context_of_num", 4, override=name),
-        raw_range=r.int(sc, "rawRange", 10, override=name),
-        padding=r.bool(sc, "padding", False, override=name),
-        lambda_raw=r.float(sc, "lambda_raw", 1.0, override=name),
-        lambda_of=r.float(sc, "lambda_of", 1.0, override=name),
-        w_raw=r.float(sc, "w_raw", override=name),
-        w_of=r.float(sc, "w_of", override=name),
-        learning_rate=r.float(sc, "learning_rate", 1e-3, override=name),
-    )
-    if cloze.context_frame_num != 4 or cloze.context_of_num not in (0, 4):
-        raise VECError(f"{path}: the cloze networks need context_frame_num = 4 and context_of_num = 0 or 4 "
-                       f"(got {cloze.context_frame_num} and {cloze.context_of_num})")
-
-    return RunConfig(
-        config_path=path,
-        dataset_name=name,
-        raw_dataset_dir=resolved(r.str(shared, "raw_dataset_dir", "raw_datasets")),
-        foreground_extraction_mode=mode,
-        data_root_dir=resolved(r.str(shared, "data_root_dir", "data")),
-        modality=modality,
-        method=method,
-        optical_flow_dir=resolved(r.str(shared, "optical_flow_dir", "optical_flow")),
-        results_dir=resolved(r.str(shared, "results_dir", "results")),
-        device=r.str(shared, "device", "auto"),
-        seed=r.int(shared, "seed", 0),
-        dataset=dataset,
-        cloze=cloze,
-    )
+        raise VECError(f"{path}: dataset_name = {name} but there is no [{name}] section"
+                       f"{_closest(name, [s for s in parser.sections() if s not in (SHARED, TRAIN, TEST, CLOZE)])}")
+    given = {"name": name}
+    if reader.lookup(name, "layout") is None:
+        if name not in ("UCSDped2", "avenue", "ShanghaiTech"):
+            raise VECError(f"{path}: [{name}] needs `layout = UCSDped2`, `avenue` or `ShanghaiTech` "
+                           "(the benchmark whose folder layout the dataset uses)")
+        given["layout"] = name
+    dataset = reader.read(DatasetConfig, [name], **given)
+    cloze = reader.read(ClozeConfig, [name, CLOZE])
+    shared_values = {f.name: getattr(shared, f.name) for f in fields(SharedConfig)}
+    return RunConfig(config_path=path, dataset=dataset, cloze=cloze, **shared_values)

@@ -1,4 +1,4 @@
-"""Spatio-temporal cubes (SPEC §4): the video events VEC learns to complete.
+"""Spatio-temporal cubes (docs/method.md §4): the video events VEC learns to complete.
 
 For every box of frame i, the same region is cropped from the frames and flows of the
 `predict` context of i and resized to patch_size². Cubes of a whole split are written
@@ -9,14 +9,13 @@ to memory-mapped `.npy` files, so memory does not grow with the dataset:
     <store>/index.npz  frame index, box and (h, w) block of each cube
     <store>/meta.json  count and the settings the cubes were made with
 
-A store is built in `<store>.partial` and renamed when complete, so an interrupted run
-never leaves a store that looks finished.
+A store is built in `<store>.partial` and renamed when complete (`utils.io.atomic_dir`),
+so an interrupted run never leaves a store that looks finished.
 """
 from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,13 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from utils.datasets import VideoSplit
-from utils.flow import flow_file_path, read_flow
+from utils.datasets.split import VideoSplit
+from utils.flow.store import flow_file_path, read_flow
+from utils.io import atomic_dir
 
 
-def _ceil_box(box) -> tuple[int, int, int, int]:
+def ceil_box(box) -> tuple[int, int, int, int]:
+    """The integer box the reference crops and paints: every coordinate ceiled."""
     x1, y1, x2, y2 = (int(math.ceil(float(v))) for v in box[:4])
     return x1, y1, x2, y2
 
@@ -47,7 +48,7 @@ def crop_cubes(stack: np.ndarray, boxes, patch_size: int = 32) -> np.ndarray:
     cubes = np.zeros((len(boxes), t, c, patch_size, patch_size), dtype=stack.dtype)
     frames_hwc = np.ascontiguousarray(stack.transpose(0, 2, 3, 1))  # cv2 wants H, W, C
     for n, box in enumerate(boxes):
-        x1, y1, x2, y2 = _ceil_box(box)
+        x1, y1, x2, y2 = ceil_box(box)
         crop = frames_hwc[:, y1:y2, x1:x2]
         if crop.shape[1] == 0 or crop.shape[2] == 0:
             continue
@@ -130,7 +131,7 @@ def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, 
                 context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
                 h_block: int, w_block: int, block_mode: int, settings: dict | None = None,
                 progress: bool = True) -> CubeStore:
-    """Crop the cubes of every box of `split` into a store at `directory` (SPEC §4).
+    """Crop the cubes of every box of `split` into a store at `directory`.
 
     Cubes whose flow is all zero (mean over time of the sum of squares <= motion_thr) are
     dropped, as the reference does. `settings` is recorded so a later run can tell
@@ -139,10 +140,17 @@ def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, 
     if len(all_boxes) != len(split):
         raise ValueError(f"{len(all_boxes)} box lists for {len(split)} frames")
     directory = Path(directory)
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    with atomic_dir(directory) as partial:
+        _write_cubes(split, all_boxes, flow_root, partial, patch_size=patch_size,
+                     context_frame_num=context_frame_num, context_of_num=context_of_num,
+                     border_mode=border_mode, motion_thr=motion_thr, h_block=h_block, w_block=w_block,
+                     block_mode=block_mode, settings=settings, progress=progress)
+    return CubeStore.open(directory)
 
+
+def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *, patch_size: int,
+                 context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
+                 h_block: int, w_block: int, block_mode: int, settings: dict | None, progress: bool) -> int:
     sample = split.read_frame(0)
     height, width = sample.shape[:2]
     h_step, w_step = height / h_block, width / w_block
@@ -182,6 +190,4 @@ def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, 
              blocks=np.asarray(blocks, dtype=np.int64).reshape(-1, 2))
     (partial / "meta.json").write_text(json.dumps({"count": count, "n_frames": len(split), "frame_size": [height, width],
                                                    "settings": settings or {}}, indent=1))
-    shutil.rmtree(directory, ignore_errors=True)
-    partial.rename(directory)
-    return CubeStore.open(directory)
+    return count

@@ -1,41 +1,49 @@
 """VEC from frames on disk to AUROC, one step per function, in the order they run.
 
-    open_dataset_split → compute_flow → split_boxes → split_cubes → train / score → evaluate
+    open_dataset_split   frames and ground truth              utils/datasets/
+    compute_flow         optical flow files                   utils/flow/
+    boxes_of_split       foreground boxes (box files)         utils/foreground/
+    cubes_of_split       spatio-temporal cubes (memory-mapped) utils/cubes.py
+    run_training         cloze networks + training-score statistics   utils/training.py
+    run_testing          cube scores → frame scores → metrics, plots  utils/scoring.py, metrics/, report/
 
-Each step reads the settings it needs from a `RunConfig` and calls the library
-functions (which take explicit arguments) of utils/ and models/.
+Each step reads the settings it needs from a `RunConfig` and calls the library functions
+(which take explicit arguments). docs/architecture.md draws the same path.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict
 
 import numpy as np
 
-from utils import boxes as box_steps
 from utils.config import RunConfig, resolve_device
 from utils.cubes import CubeStore, build_cubes, read_store_settings
-from utils.datasets import VideoSplit, open_split
+from utils.datasets import VideoSplit, generate_synthetic, open_split
 from utils.errors import VECError
-from utils.flow import build_flow_estimator, compute_split_flow, flow_file_path
-from utils.metrics import evaluation_report, save_roc_pr_curve_data, write_json
-from utils.scoring import frame_scores, score_cubes, seed_everything
-from utils.synthetic import generate
+from utils.flow import build_flow_backend, compute_split_flow, flow_file_path
+from utils.foreground import build_detector, split_boxes
+from utils.io import make_dirs, save_npy, seed_everything, write_json
+from utils.metrics import evaluation_report, save_roc_pr_curve_data
+from utils.report import plot_results
+from utils.scoring import frame_scores, score_cubes
 from utils.training import load_trained, save_trained, train_blocks
 
 
 def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:
     """The split's frames; the built-in synthetic dataset is generated on first use."""
     if cfg.dataset_name == "synthetic" and not (cfg.dataset_dir / ".complete").is_file():
-        generate(cfg.dataset_dir, seed=cfg.seed)
+        generate_synthetic(cfg.dataset_dir, seed=cfg.seed)
     return open_split(cfg.dataset_dir, cfg.dataset.layout, split)
 
 
 def compute_flow(cfg: RunConfig, split: VideoSplit, device: str) -> int:
-    estimator = build_flow_estimator(cfg.dataset.flow_method, device=device, batch_size=cfg.dataset.flow_batch_size,
-                                     flownet2_checkpoint=cfg.dataset.flownet2_checkpoint,
-                                     raft_weights=cfg.dataset.raft_weights)
-    return compute_split_flow(split, estimator, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size)
+    """Flow files of every frame of the split; returns how many were written (the rest existed)."""
+    backend = build_flow_backend(cfg.dataset.flow_method, device=device,
+                                 flownet2_checkpoint=cfg.dataset.flownet2_checkpoint,
+                                 raft_weights=cfg.dataset.raft_weights)
+    return compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size)
 
 
 def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
@@ -45,36 +53,44 @@ def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
                            f"({flow_file_path(cfg.flow_dir, split, i)}); run `python calc_img_inputs.py` first")
 
 
-def split_boxes(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.ndarray]:
+def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.ndarray]:
     ds = cfg.dataset
-    reuse = ds.train_bbox_saved if split.split == "train" else ds.test_bbox_saved
 
     def detector_factory():
-        return box_steps.build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
-                                        device=device, batch_size=ds.detector_batch_size)
+        return build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
+                              device=device, batch_size=ds.detector_batch_size)
 
-    return box_steps.split_boxes(split, cfg.foreground_extraction_mode, ds.boxes, reuse_saved=reuse,
-                                 detector_factory=detector_factory, batch_size=ds.detector_batch_size)
+    return split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
+                       reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
+                       batch_size=ds.detector_batch_size)
 
 
-def split_cubes(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -> CubeStore:
-    """The split's cubes; a stored set is reused when `*_foreground_saved` and made with the same settings."""
+def boxes_fingerprint(boxes: list[np.ndarray]) -> str:
+    """A digest of every frame's boxes: cubes are reusable only for the very same boxes."""
+    digest = hashlib.sha256()
+    for frame_boxes in boxes:
+        array = np.ascontiguousarray(np.asarray(frame_boxes, dtype=np.float64).reshape(-1, 4))
+        digest.update(len(array).to_bytes(8, "little"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -> CubeStore:
+    """The split's cubes; a stored set is reused when `*_foreground_saved` and made from the same inputs."""
     ds, cloze = cfg.dataset, cfg.cloze
+    options = ds.for_split(split.split)
     directory = cfg.work_dir / f"{cfg.dataset_name}_cubes_{split.split}_{cfg.foreground_extraction_mode}"
-    box_file = box_steps.box_file_path(split.dataset_dir, split.split, cfg.foreground_extraction_mode)
     settings = {"patch_size": ds.patch_size, "context_frame_num": cloze.context_frame_num,
                 "context_of_num": cloze.context_of_num, "border_mode": cloze.border_mode, "motion_thr": ds.motion_thr,
-                "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method,
-                "block_mode": ds.train_block_mode if split.split == "train" else ds.test_block_mode,
-                "boxes_mtime": box_file.stat().st_mtime if box_file.is_file() else None}
-    reuse = ds.train_foreground_saved if split.split == "train" else ds.test_foreground_saved
-    if reuse and read_store_settings(directory) == settings:
+                "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method, "block_mode": options.block_mode,
+                "boxes": boxes_fingerprint(boxes)}
+    if options.reuse_cubes and read_store_settings(directory) == settings:
         print(f"cubes: reusing {directory}")
         return CubeStore.open(directory)
     return build_cubes(split, boxes, cfg.flow_dir, directory, patch_size=ds.patch_size,
                        context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
                        border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
-                       w_block=ds.w_block, block_mode=settings["block_mode"], settings=settings)
+                       w_block=ds.w_block, block_mode=options.block_mode, settings=settings)
 
 
 def run_training(cfg: RunConfig) -> dict:
@@ -84,13 +100,13 @@ def run_training(cfg: RunConfig) -> dict:
     started = time.time()
     split = open_dataset_split(cfg, "train")
     require_flow(cfg, split)
-    store = split_cubes(cfg, split, split_boxes(cfg, split, device))
+    store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
     if len(store) < 2:
         raise VECError(f"only {len(store)} training cubes were found; check the boxes and the optical flow")
     print(f"training on {len(store)} cubes from {len(split)} frames ({device})")
     trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed)
     paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
-                         scene_level=cfg.dataset.layout == "ShanghaiTech")
+                         scene_level=cfg.dataset.scene_level)
     return {"n_cubes": len(store), "n_frames": len(split), "seconds": time.time() - started,
             "saved": [str(p) for p in paths]}
 
@@ -104,17 +120,16 @@ def run_testing(cfg: RunConfig) -> dict:
         raise VECError(f"the test split of {cfg.dataset_name} has no ground truth in {cfg.dataset_dir}; "
                        "download it with the dataset (see the README)")
     trained = load_trained(cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
-                           scene_level=cfg.dataset.layout == "ShanghaiTech")
+                           scene_level=cfg.dataset.scene_level)
     require_flow(cfg, split)
-    store = split_cubes(cfg, split, split_boxes(cfg, split, device))
+    store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
     cube_scores = score_cubes(store, trained, cfg.cloze, device)
     frame_size = tuple(split.read_frame(0).shape[:2])
     scores = frame_scores(len(split), frame_size, store.frame_index, store.boxes, cube_scores)
 
-    out = cfg.results_dir / cfg.dataset_name
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "frame_scores.npy", scores)
-    np.save(out / "frame_labels.npy", split.labels)
+    out = make_dirs(cfg.results_dir / cfg.dataset_name)
+    save_npy(out / "frame_scores.npy", scores)
+    save_npy(out / "frame_labels.npy", split.labels)
     save_roc_pr_curve_data(scores, split.labels,
                            out / f"{cfg.modality}_{cfg.foreground_extraction_mode}_{cfg.method}_frame_results.npz")
     report = evaluation_report(scores, split.labels, split.frame_video_idx)
@@ -127,26 +142,3 @@ def run_testing(cfg: RunConfig) -> dict:
     plot_results(out, split, store, cube_scores, scores, report["auroc_micro"], title)
     report["results_dir"] = str(out)
     return report
-
-
-def plot_results(out, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray, scores: np.ndarray,
-                 auroc: float, title: str, max_videos: int = 6) -> None:
-    """frame_scores.png, roc.png and top_frames.png (each video's highest-scoring frame with its boxes)."""
-    import cv2
-
-    from utils.visualize import plot_frame_scores, plot_roc, plot_top_frames
-
-    plot_frame_scores(out / "frame_scores.png", scores, split.labels, split.frame_video_idx, split.video_names, title)
-    plot_roc(out / "roc.png", scores, split.labels, auroc, title)
-    frames, boxes, box_scores, masks, titles = [], [], [], [], []
-    for video in np.unique(split.frame_video_idx)[:max_videos]:
-        members = np.flatnonzero(split.frame_video_idx == video)
-        i = int(members[np.argmax(scores[members])])
-        mine = store.frame_index == i
-        frames.append(split.read_frame(i))
-        boxes.append(store.boxes[mine])
-        box_scores.append(cube_scores[mine])
-        masks.append(cv2.imread(str(split.mask_paths[i]), cv2.IMREAD_GRAYSCALE) if split.mask_paths else None)
-        titles.append(f"{split.video_names[video - 1]} frame {i - members[0] + 1}: score {scores[i]:.1f}"
-                      f"{' (anomalous)' if split.labels[i] else ''}")
-    plot_top_frames(out / "top_frames.png", frames, boxes, box_scores, masks, titles)

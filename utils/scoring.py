@@ -1,4 +1,4 @@
-"""Anomaly scores of test cubes and frames (SPEC §7).
+"""Anomaly scores of test cubes and frames (docs/method.md §7).
 
 Cube score = w_raw·(raw_sse - mean_raw)/std_raw + w_of·(of_sse - mean_of)/std_of, with
 the training-score statistics of the cube's block. Frame score = max over the frame's
@@ -7,13 +7,10 @@ scores -100000; a cube in a block with no model scores +100000.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import torch
 
 from utils.config import ClozeConfig
-from utils.cubes import CubeStore
+from utils.cubes import CubeStore, ceil_box
 from utils.training import TrainedBlocks, cube_errors, make_network
 
 NO_BOX_SCORE = -100000.0
@@ -49,7 +46,7 @@ def frame_scores(n_frames: int, frame_size: tuple[int, int], frame_index: np.nda
     height, width = frame_size
     result = np.full(n_frames, NO_BOX_SCORE)
     for i, box, score in zip(frame_index, boxes, cube_scores):
-        x1, y1, x2, y2 = (int(math.ceil(v)) for v in box)
+        x1, y1, x2, y2 = ceil_box(box)
         # The reference paints score_map[y1:y2, x1:x2]; only a non-empty slice counts.
         if len(range(height)[y1:y2]) and len(range(width)[x1:x2]):
             result[i] = max(result[i], score)
@@ -60,12 +57,7 @@ def pixel_score_map(frame_size: tuple[int, int], boxes: np.ndarray, cube_scores:
     """Per-pixel max of the scores of the boxes covering each pixel (for visualisation)."""
     score_map = np.full(frame_size, NO_BOX_SCORE)
     for box, score in zip(boxes, cube_scores):
-        x1, y1, x2, y2 = (int(math.ceil(v)) for v in box)
+        x1, y1, x2, y2 = ceil_box(box)
         region = score_map[y1:y2, x1:x2]
         np.maximum(region, score, out=region)
     return score_map
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)

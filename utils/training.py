@@ -1,4 +1,4 @@
-"""Training the cloze networks on the cubes of each block (SPEC §6), and storing them.
+"""Training the cloze networks on the cubes of each block (docs/method.md §6), and storing them.
 
 Per block: Adam, shuffled batches, loss = lambda_raw·MSE(raw) + lambda_of·MSE(flow);
 then one eval-mode pass over the training cubes gives each cube's raw and flow score
@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models import build_cloze_network, strip_data_parallel_prefix
-from utils.checkpoints import load_torch_file
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
 from utils.errors import VECError
+from utils.io import load_torch_file, save_torch
 
 
 def make_network(cloze: ClozeConfig) -> nn.Module:
@@ -136,14 +136,11 @@ def save_trained(trained: TrainedBlocks, work_dir: Path, dataset_name: str, mode
                  scene_level: bool) -> list[Path]:
     """Save in the reference's structure; `scene_level` adds ShanghaiTech's outer scene list."""
     model_path, raw_path, of_path = _file_names(work_dir, dataset_name, mode, method)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
     models = [[[{"module." + k: v for k, v in s.items()}] if s is not None else [] for s in row] for row in trained.states]
     raw = [[torch.from_numpy(np.asarray(a)) for a in row] for row in trained.raw_scores]
     of = [[torch.from_numpy(np.asarray(a)) for a in row] for row in trained.of_scores]
     for obj, path in ((models, model_path), (raw, raw_path), (of, of_path)):
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save([obj] if scene_level else obj, temporary)
-        temporary.replace(path)
+        save_torch(path, [obj] if scene_level else obj)
     return [model_path, raw_path, of_path]
 
 

@@ -9,13 +9,14 @@ Deterministic for a seed; about 10 MB; generated in a few seconds.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from utils.io import atomic_dir
 
 HEIGHT, WIDTH = 160, 240
 ANOMALY_KINDS = ("fast", "cart", "wrong_way")
@@ -127,26 +128,23 @@ def generate(root: Path, *, seed: int = 0, n_train: int = 5, n_test: int = 6, n_
     root = Path(root)
     if (root / ".complete").is_file():
         return root
-    partial = root.with_name(root.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     rng = np.random.default_rng(seed)
     background = _background(rng)
     jobs = [("Train", f"Train{v:03d}", None) for v in range(1, n_train + 1)]
     jobs += [("Test", f"Test{v:03d}", ANOMALY_KINDS[(v - 1) % len(ANOMALY_KINDS)]) for v in range(1, n_test + 1)]
-    for split, name, kind in tqdm(jobs, desc="synthetic dataset", unit="video", disable=not progress):
-        movers = _walkers(rng, n_frames, crowd)
-        if kind is not None:
-            movers.append(_anomaly(rng, kind, int(rng.integers(n_frames // 4, n_frames // 2))))
-        video_dir = partial / split / name
-        video_dir.mkdir(parents=True)
-        if kind is not None:
-            (partial / split / f"{name}_gt").mkdir()
-        for t in range(n_frames):
-            frame, mask = _render(background, movers, t, rng)
-            cv2.imwrite(str(video_dir / f"{t + 1:03d}.tif"), frame)
+    with atomic_dir(root) as partial:
+        for split, name, kind in tqdm(jobs, desc="synthetic dataset", unit="video", disable=not progress):
+            movers = _walkers(rng, n_frames, crowd)
             if kind is not None:
-                cv2.imwrite(str(partial / split / f"{name}_gt" / f"frame{t + 1:03d}.bmp"), mask)
-    (partial / ".complete").write_text(f"seed={seed}\n")
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
+                movers.append(_anomaly(rng, kind, int(rng.integers(n_frames // 4, n_frames // 2))))
+            video_dir = partial / split / name
+            video_dir.mkdir(parents=True)
+            if kind is not None:
+                (partial / split / f"{name}_gt").mkdir()
+            for t in range(n_frames):
+                frame, mask = _render(background, movers, t, rng)
+                cv2.imwrite(str(video_dir / f"{t + 1:03d}.tif"), frame)
+                if kind is not None:
+                    cv2.imwrite(str(partial / split / f"{name}_gt" / f"frame{t + 1:03d}.bmp"), mask)
+        (partial / ".complete").write_text(f"seed={seed}\n")
     return root

@@ -1,7 +1,6 @@
-"""Frame-level evaluation (SPEC §7): AUROC and EER as the reference computes them."""
+"""Frame-level evaluation (docs/method.md §7): AUROC and EER as the reference computes them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +53,3 @@ def evaluation_report(scores, labels, frame_video_idx) -> dict:
     return {"auroc_micro": auroc, "auroc_macro": macro_auroc(scores, labels, frame_video_idx),
             "eer": (eer_fpr + eer_fnr) / 2, "eer_fpr": eer_fpr, "eer_fnr": eer_fnr,
             "n_frames": int(len(scores)), "n_anomalous_frames": int(np.sum(np.asarray(labels) == 1))}
-
-
-def write_json(path: Path, data: dict) -> None:
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)

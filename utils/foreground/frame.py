@@ -1,4 +1,4 @@
-"""Foreground boxes of one frame (SPEC §3): appearance boxes, cover removal, motion boxes.
+"""Foreground boxes of ONE frame (docs/method.md §3): appearance boxes, cover removal, motion boxes.
 
 Boxes are (x1, y1, x2, y2). Every step reproduces the reference's arithmetic, including
 its +1 area convention and the uint8 wrap-around of the motion sum (which
@@ -10,6 +10,12 @@ import itertools
 
 import cv2
 import numpy as np
+
+from utils.config import BoxParams
+
+# The modes whose boxes start from an appearance detector.
+MODES_WITH_DETECTOR = ("obj_det_with_motion", "obj_det")
+PATCH_GRIDS = ((3, 4), (6, 8))
 
 
 def _areas(boxes: np.ndarray) -> np.ndarray:
@@ -89,3 +95,21 @@ def patch_grid(height: int, width: int, rows: int, cols: int) -> np.ndarray:
 def frame_box(height: int, width: int) -> np.ndarray:
     """One box covering the whole frame (`frame` mode)."""
     return np.array([[0, 0, width, height]])
+
+
+def frame_boxes(mode: str, frames: np.ndarray, detections: np.ndarray | None, params: BoxParams) -> np.ndarray:
+    """Boxes of the middle frame of `frames` (frames i-1, i, i+1) for one foreground mode."""
+    height, width = frames.shape[1:3]
+    if mode == "frame":
+        return frame_box(height, width)
+    if mode == "simple_patch":
+        return np.concatenate([patch_grid(height, width, r, c) for r, c in PATCH_GRIDS])
+    appearance = np.zeros((0, 4), np.float32)
+    if detections is not None:
+        appearance = remove_covered(filter_detections(detections, params.score_thr, params.min_area), params.cover_thr)
+    if mode == "obj_det":
+        return appearance
+    motion = motion_boxes(frames, appearance, params.area_thr, params.binary_thr, params.extend, params.blur_size,
+                          wrap_uint8=params.motion_uint8_wrap)
+    # Same dtype rule as the reference: float64 once integer motion boxes are appended.
+    return np.concatenate([appearance, motion]) if len(motion) else appearance

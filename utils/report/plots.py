@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
@@ -10,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from utils.cubes import ceil_box  # noqa: E402
 from utils.scoring import NO_BOX_SCORE  # noqa: E402
 
 
@@ -60,8 +62,6 @@ def plot_top_frames(path: Path, frames: list[np.ndarray], boxes: list[np.ndarray
                     masks: list[np.ndarray | None], titles: list[str]) -> None:
     """The highest-scoring frame of some videos: each box drawn with its score (red = the frame's
     maximum), the ground-truth anomaly outlined in green where a pixel mask exists."""
-    import cv2
-
     cols = min(3, len(frames))
     rows = -(-len(frames) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
@@ -72,7 +72,7 @@ def plot_top_frames(path: Path, frames: list[np.ndarray], boxes: list[np.ndarray
             cv2.drawContours(canvas, contours, -1, (0, 200, 0), 1)
         top = int(np.argmax(scores)) if len(scores) else -1
         for n, (box, score) in enumerate(zip(frame_boxes, scores)):
-            x1, y1, x2, y2 = (int(np.ceil(v)) for v in box)
+            x1, y1, x2, y2 = ceil_box(box)
             colour = (230, 30, 30) if n == top else (250, 200, 0)
             cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), colour, 1)
             cv2.putText(canvas, f"{score:.1f}", (x1, max(8, y1 - 2)), cv2.FONT_HERSHEY_PLAIN, 0.7, colour, 1)
@@ -84,3 +84,22 @@ def plot_top_frames(path: Path, frames: list[np.ndarray], boxes: list[np.ndarray
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_results(out: Path, split, store, cube_scores: np.ndarray, scores: np.ndarray, auroc: float, title: str,
+                 max_videos: int = 6) -> None:
+    """frame_scores.png, roc.png and top_frames.png (each video's highest-scoring frame with its boxes)."""
+    plot_frame_scores(out / "frame_scores.png", scores, split.labels, split.frame_video_idx, split.video_names, title)
+    plot_roc(out / "roc.png", scores, split.labels, auroc, title)
+    frames, boxes, box_scores, masks, titles = [], [], [], [], []
+    for video in np.unique(split.frame_video_idx)[:max_videos]:
+        members = np.flatnonzero(split.frame_video_idx == video)
+        i = int(members[np.argmax(scores[members])])
+        mine = store.frame_index == i
+        frames.append(split.read_frame(i))
+        boxes.append(store.boxes[mine])
+        box_scores.append(cube_scores[mine])
+        masks.append(cv2.imread(str(split.mask_paths[i]), cv2.IMREAD_GRAYSCALE) if split.mask_paths else None)
+        titles.append(f"{split.video_names[video - 1]} frame {i - members[0] + 1}: score {scores[i]:.1f}"
+                      f"{' (anomalous)' if split.labels[i] else ''}")
+    plot_top_frames(out / "top_frames.png", frames, boxes, box_scores, masks, titles)

@@ -1,13 +1,15 @@
-"""Loading the official FlowNet2 checkpoint (`FlowNet2_checkpoint.pth.tar`) safely."""
+"""FlowNet2 as a flow backend, and loading the official checkpoint (the paper's flows)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from FlowNet2_src.flownet2 import FlowNet2
-from utils.checkpoints import load_torch_file
+from FlowNet2_src import FlowNet2
 from utils.errors import VECError
+from utils.flow.base import FlowBackend
+from utils.io import load_torch_file
 
 CHECKPOINT_URL = "https://drive.google.com/file/d/1hF8vS6YeHkx3j2pfCeQqqZGwA_PJq_Da/view?usp=sharing"
 DEFAULT_CHECKPOINT = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
@@ -34,3 +36,20 @@ def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise VECError(f"{path} does not hold FlowNet2's weights ({first})") from None
     return model.to(device).eval()
+
+
+class FlowNet2Flow(FlowBackend):
+    """Frames fed as float 0..255, (B, 3, 2, 384, 512), as the reference fed them."""
+
+    def __init__(self, model: FlowNet2, device: str = "cpu") -> None:
+        self.model, self.device = model.to(device).eval(), device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None, device: str = "cpu") -> "FlowNet2Flow":
+        return cls(load_flownet2(path, device), device)
+
+    @torch.inference_mode()
+    def compute(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        pair = np.stack([first, second], axis=1)  # B, 2, h, w, 3
+        inputs = torch.from_numpy(pair.astype(np.float32)).permute(0, 4, 1, 2, 3).to(self.device)
+        return self.model(inputs).permute(0, 2, 3, 1).float().cpu().numpy()

@@ -1,0 +1,74 @@
+"""Optical flow of every frame of a split, stored as the reference stores it (docs/method.md §2).
+
+Files: `<flow_root>/<sub-path of the frame>/<frame name up to its first dot>.npy`,
+float32 H x W x 2. Each file is written atomically, so an interrupted run resumes
+where it stopped: frames with a valid file are skipped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from utils.datasets.split import VideoSplit
+from utils.errors import VECError
+from utils.flow.base import FlowBackend
+from utils.io import save_npy
+
+
+def flow_file_path(flow_root: Path, split: VideoSplit, i: int) -> Path:
+    relative = split.relative_path(i)
+    return Path(flow_root) / relative.parent / (relative.name.split(".")[0] + ".npy")
+
+
+def read_flow(path: Path) -> np.ndarray:
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        raise VECError(f"optical flow file {path} is missing; run `python calc_img_inputs.py` first") from None
+    except (ValueError, EOFError, OSError) as err:
+        raise VECError(f"optical flow file {path} is truncated or corrupt ({str(err).splitlines()[0]}); "
+                       "delete it and run `python calc_img_inputs.py` to recompute it") from None
+
+
+def flow_pair(split: VideoSplit, i: int) -> tuple[int, int]:
+    """The frames whose flow is stored for frame i.
+
+    (i, i+1) inside a video and (i-1, i) for its last frame. For the first frame of a
+    video the reference's test picks (i, i): its context is [i, i, i+1] and it takes the
+    first two entries whenever the middle one repeats a neighbour. Reproduced as is.
+    """
+    before, current, after = split.context(i, 1, "hard")
+    if current in (before, after):
+        return before, current
+    return current, after
+
+
+def is_valid_flow_file(path: Path, height: int, width: int) -> bool:
+    try:
+        stored = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError):
+        return False
+    return stored.shape == (height, width, 2) and stored.dtype == np.float32
+
+
+def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path, *, batch_size: int = 8,
+                       progress: bool = True) -> int:
+    """Compute and save the flow of every frame of `split` in chunks of `batch_size` pairs;
+    frames with a valid file are skipped. Returns the number of flow files written."""
+    height, width = split.read_frame(0).shape[:2]
+    todo = [i for i in range(len(split)) if not is_valid_flow_file(flow_file_path(flow_root, split, i), height, width)]
+    bar = tqdm(total=len(todo), desc=f"flow ({split.split})", unit="frame", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        pairs = [flow_pair(split, i) for i in chunk]
+        first = np.stack([split.read_frame(a) for a, _ in pairs])
+        second = np.stack([split.read_frame(b) for _, b in pairs])
+        if first.shape[1:3] != (height, width):
+            raise VECError(f"frames of {split.dataset_dir} differ in size; all frames of a dataset must share one size")
+        for i, flow in zip(chunk, backend(first, second)):
+            save_npy(flow_file_path(flow_root, split, i), np.ascontiguousarray(flow, dtype=np.float32))
+        bar.update(len(chunk))
+    bar.close()
+    return len(todo)

@@ -1,0 +1,108 @@
+"""Appearance detectors for the box stage: BGR frames → per-frame (N, 5) [x1, y1, x2, y2, score], all classes.
+
+    CascadeRCNNDetector   the paper's detector (models/cascade_rcnn/), from the model-zoo checkpoint
+    MMDetDetector         any MMDetection 3 model, for users who have mmdet installed
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
+from utils.errors import VECError
+from utils.io import load_torch_file
+
+Detector = Callable[[Sequence[np.ndarray]], list]
+
+CHECKPOINT_NAME = "cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth"
+CHECKPOINT_URL = ("https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/cascade_rcnn_r101_fpn_1x_coco/"
+                  + CHECKPOINT_NAME)
+
+
+def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> CascadeRCNN:
+    """The model-zoo checkpoint (dict with `state_dict` and `meta`), loaded safely and strictly, eval mode."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise VECError(f"Cascade R-CNN checkpoint {path} not found: download {CHECKPOINT_URL} into "
+                       "obj_det_checkpoints/, or use the reference's box files, or set detector = none in config.cfg")
+    checkpoint = load_torch_file(path)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    model = CascadeRCNN()
+    if not isinstance(state, dict) or set(state) != set(model.state_dict()):
+        raise VECError(f"{path} is not the MMDetection 2/3 Cascade R-CNN R101-FPN checkpoint; use {CHECKPOINT_NAME} "
+                       "(the reference's 2018 mmdet v1 file has other conventions and is not supported)")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+class CascadeRCNNDetector:
+    """Runs the backbone once per batch of frames, then each frame's proposals and cascade."""
+
+    def __init__(self, model: CascadeRCNN, device: str = "cpu", batch_size: int = 4, score_thr: float = 0.05,
+                 scale: tuple[int, int] = TEST_SCALE) -> None:
+        self.model = model.to(device).eval()
+        self.batch_size, self.score_thr, self.scale = batch_size, score_thr, scale
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **options) -> "CascadeRCNNDetector":
+        return cls(load_cascade_rcnn(path, device), device, **options)
+
+    @torch.inference_mode()
+    def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        results = []
+        for start in range(0, len(frames), self.batch_size):
+            inputs, shapes, factors = self.model.preprocess_batch(frames[start:start + self.batch_size], self.scale)
+            feats = self.model.extract_feat(inputs)
+            for i, (shape, factor) in enumerate(zip(shapes, factors)):
+                boxes, scores, _ = self.model.detect(inputs, shape, factor, self.score_thr, feats=feats, batch_index=i)
+                results.append(torch.cat([boxes, scores[:, None]], 1).float().cpu().numpy())
+        return results
+
+
+class MMDetDetector:
+    """An MMDetection 3 model (see requirements-mmdet.txt); the project imports mmdet nowhere else."""
+
+    def __init__(self, model, score_thr: float = 0.05) -> None:
+        from mmdet.apis import inference_detector
+
+        self.model, self.score_thr, self._inference = model, score_thr, inference_detector
+
+    @classmethod
+    def from_checkpoint(cls, config_path: str | Path, checkpoint_path: str | Path, device: str = "cpu",
+                        score_thr: float = 0.05) -> "MMDetDetector":
+        try:
+            from mmdet.apis import init_detector
+        except ImportError:
+            raise VECError("detector = mmdet needs MMDetection 3: pip install -r requirements-mmdet.txt "
+                           "(or use detector = cascade_rcnn, which needs no mmdet)") from None
+        for path, what in ((config_path, "config"), (checkpoint_path, "checkpoint")):
+            if not Path(path).is_file():
+                raise VECError(f"MMDetection {what} {path} not found; set detector_config / detector_checkpoint")
+        return cls(init_detector(str(config_path), str(checkpoint_path), device=device), score_thr)
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        detections = []
+        for result in self._inference(self.model, list(frames)):
+            instances = result.pred_instances
+            keep = instances.scores > self.score_thr
+            boxes = instances.bboxes[keep].cpu().numpy()
+            scores = instances.scores[keep].cpu().numpy()
+            detections.append(np.hstack([boxes, scores[:, None]]).astype(np.float32))
+        return detections
+
+
+def build_detector(name: str, *, checkpoint: Path, config: Path | None, device: str, batch_size: int
+                   ) -> Detector | None:
+    """The appearance detector named by `detector` in config.cfg (None for `none`)."""
+    if name == "none":
+        return None
+    if name == "cascade_rcnn":
+        return CascadeRCNNDetector.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    if name == "mmdet":
+        if config is None:
+            raise VECError("detector = mmdet needs detector_config = PATH of an MMDetection 3 config in config.cfg")
+        return MMDetDetector.from_checkpoint(config, checkpoint, device=device)
+    raise VECError(f"detector = {name} is unknown; use cascade_rcnn, mmdet or none")

@@ -1,0 +1,52 @@
+"""Boxes of every frame of a split (docs/method.md §3): computed in batches, or read from a box file."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from utils.config import BoxParams
+from utils.datasets.split import VideoSplit
+from utils.foreground.box_files import box_file_path, load_box_file, save_box_file
+from utils.foreground.detectors import Detector
+from utils.foreground.frame import MODES_WITH_DETECTOR, frame_boxes
+
+
+def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detector: Detector | None, *,
+                        batch_size: int = 4, progress: bool = True) -> list[np.ndarray]:
+    """Boxes of every frame of `split` (each frame decoded once; detector run in batches)."""
+    boxes: list[np.ndarray] = []
+    cache: dict[int, np.ndarray] = {}
+    bar = tqdm(total=len(split), desc=f"boxes ({split.split})", unit="frame", disable=not progress)
+    for start in range(0, len(split), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(split))))
+        contexts = [split.context(i, 1, "hard") for i in chunk]
+        needed = sorted({j for c in contexts for j in c})
+        cache = {j: cache[j] if j in cache else split.read_frame(j) for j in needed}
+        detections = [None] * len(chunk)
+        if detector is not None and mode in MODES_WITH_DETECTOR:
+            detections = detector([cache[i] for i in chunk])
+        for context, dets in zip(contexts, detections):
+            boxes.append(frame_boxes(mode, np.stack([cache[j] for j in context]), dets, params))
+        bar.update(len(chunk))
+    bar.close()
+    return boxes
+
+
+def split_boxes(split: VideoSplit, mode: str, params: BoxParams, *, reuse_saved: bool,
+                detector_factory: Callable[[], Detector | None], batch_size: int = 4,
+                progress: bool = True) -> list[np.ndarray]:
+    """Boxes of a split: the saved box file when present and `reuse_saved`, else computed and saved.
+
+    `detector_factory()` builds the detector only when boxes must be computed, so a user
+    with the reference's box files needs no detector weights.
+    """
+    path = box_file_path(split.dataset_dir, split.split, mode)
+    if reuse_saved and path.is_file():
+        print(f"boxes: reusing {path}")
+        return load_box_file(path, len(split))
+    detector = detector_factory() if mode in MODES_WITH_DETECTOR else None
+    boxes = compute_split_boxes(split, mode, params, detector, batch_size=batch_size, progress=progress)
+    save_box_file(path, boxes)
+    return boxes

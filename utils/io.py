@@ -1,0 +1,139 @@
+"""Files on disk: atomic writes, safe loading of torch files, JSON, and seeding.
+
+Every file the pipeline writes goes through `atomic_file` or `atomic_dir`: the result
+appears under its final name only once it is complete, and a failure (an exception, a
+full disk) removes what was half-written. A write that fails for a reason the user can
+fix (full disk, no permission, a file where a folder should be) becomes one `VECError`
+line naming the path.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+import torch
+
+from utils.errors import VECError
+
+# OSErrors that mean "fix your disk or folders", not "bug in the code".
+_USER_FIXABLE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                 errno.EROFS: "the file system is read-only", errno.ENOTDIR: "a parent of it is a file, not a folder",
+                 errno.EISDIR: "it is a folder", errno.EEXIST: "a file of that name is in the way"}
+
+
+def user_error_for(err: OSError, path: Path) -> VECError | None:
+    """A one-line VECError for an OSError the user can fix, else None."""
+    reason = _USER_FIXABLE.get(err.errno)
+    return VECError(f"cannot write {path}: {reason}; free space or fix the folder and rerun") if reason else None
+
+
+def make_dirs(path: Path) -> Path:
+    """`mkdir -p` with a one-line error when it cannot be done."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise VECError(f"cannot create folder {path}: a file of that name (or a parent's) is in the way; "
+                       "move it or choose another folder in config.cfg") from None
+    except OSError as err:
+        raise (user_error_for(err, path) or err) from None
+    return path
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """Write `path` through a temporary file beside it, renamed over `path` on success."""
+    path = Path(path)
+    make_dirs(path.parent)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode) as f:
+            yield f
+            f.flush()
+        os.replace(temporary, path)
+    except BaseException as err:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(err, OSError) and user_error_for(err, path):
+            raise user_error_for(err, path) from None
+        if isinstance(err, RuntimeError) and "enforce fail" in str(err):  # torch.save's way of saying ENOSPC
+            raise VECError(f"cannot write {path}: the write failed (is the disk full?)") from None
+        raise
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Build a folder in `<path>.partial`, renamed to `path` (replacing it) on success, removed on failure."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    make_dirs(path.parent)
+    shutil.rmtree(partial, ignore_errors=True)  # left by an earlier, killed run
+    make_dirs(partial)
+    try:
+        yield partial
+    except BaseException as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(err, OSError) and user_error_for(err, path):
+            raise user_error_for(err, path) from None
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    partial.rename(path)
+
+
+def save_npy(path: Path, array: np.ndarray, allow_pickle: bool = False) -> None:
+    with atomic_file(path) as f:
+        np.save(f, array, allow_pickle=allow_pickle)
+
+
+def save_torch(path: Path, obj) -> None:
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_file(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+
+
+def _numpy_globals() -> list:
+    reconstruct = np._core.multiarray._reconstruct
+    scalar = np._core.multiarray.scalar
+    dtype_classes = [type(np.dtype(c)) for c in "?bBhHiIlLqQefdg"]
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), scalar,
+            (scalar, "numpy.core.multiarray.scalar"), np.ndarray, np.dtype, *dtype_classes]
+
+
+def load_torch_file(path: Path, device: str = "cpu"):
+    """`torch.load` with weights_only=True, numpy arrays allowed (the reference saved some).
+
+    Numpy arrays are not among the types weights_only accepts by default, so the few numpy
+    globals an array needs are allowed, under their numpy 1 and numpy 2 names. Anything
+    else that would run code is refused with one line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise VECError(f"{path} holds objects that cannot be loaded safely ({reason}); "
+                       "re-save it with plain tensors, arrays and dicts") from None
+    except (EOFError, RuntimeError) as err:
+        raise VECError(f"{path} is truncated or not a torch file ({str(err).splitlines()[0] or type(err).__name__}); "
+                       "delete it and rerun the step that makes it") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy (results are reproducible on one machine at one thread count)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
