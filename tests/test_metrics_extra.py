@@ -1,4 +1,5 @@
-"""RBDC/TBDC, AP, pixel AUROC, smoothing and per-video tables (issue 9) on hand-computed cases."""
+"""RBDC/TBDC, AP, pixel AUROC, smoothing, per-video tables and region ground truth (issue 9),
+on hand-computed cases."""
 import math
 
 import numpy as np
@@ -6,9 +7,11 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from utils.errors import VECError
 from utils.metrics import macro_auroc
 from utils.metrics_extra import (NO_BOX_SCORE, PROTOCOL, average_precision, per_video_table, pixel_auroc,
                                  pixel_score_map, rbdc_tbdc, smooth_scores)
+from utils.regions import read_region_file, read_region_ground_truth, region_files, region_line
 
 BOX = [0, 0, 9, 9]  # a 10x10 box in inclusive coordinates: area 100
 
@@ -300,3 +303,39 @@ def test_per_video_table_and_macro_auroc():
     # utils.metrics.macro_auroc is the mean over the videos with both classes
     assert macro_auroc(scores, labels, videos) == pytest.approx(np.mean([r["auroc"] for r in table[:2]]))
     assert "micro" in PROTOCOL and "macro" in PROTOCOL and "never replaces" in PROTOCOL
+
+
+# ----------------------------------------------------------------- region ground truth
+
+def test_region_file_lines_convert_like_the_widely_used_reader(tmp_path):
+    path = tmp_path / "Test001_gt.txt"
+    path.write_text("001.tif 0 57.5 80.0 13 19\n"
+                    "012.tif 1 100.3 50.6 20.2 30.1\n"
+                    "\n"
+                    "003.tif 2 2 2 10 10\n")
+    # line 1: x1 = floor(57.5 - 6.5) = 51, y1 = floor(80 - 9.5) = 70, x2 = 51 + 13 = 64, y2 = 70 + 19 = 89
+    # line 2: x1 = floor(90.2) = 90, y1 = floor(35.55) = 35, x2 = ceil(110.2) = 111, y2 = ceil(65.1) = 66
+    # line 3: x1 = y1 = floor(-3) -> clipped to 0; x2 = y2 = ceil(-3 + 10) = 7
+    expected = [[0, 51, 70, 64, 89, 0], [11, 90, 35, 111, 66, 1], [2, 0, 0, 7, 7, 2]]
+    np.testing.assert_array_equal(read_region_file(path), expected)
+    clipped = read_region_file(path, frame_size=(60, 100))  # (height, width): x2 <= 99, y2 <= 59
+    np.testing.assert_array_equal(clipped[:2, 3:5], [[64, 59], [99, 59]])
+    # the writer's line gives its inclusive box back, a one-pixel-wide one included
+    (tmp_path / "round.txt").write_text(region_line("007.tif", 3, 5, 4, 5, 9) + "\n")
+    np.testing.assert_array_equal(read_region_file(tmp_path / "round.txt"), [[6, 5, 4, 5, 9, 3]])
+    (tmp_path / "bad.txt").write_text("001.tif 0 1 2 3\n")
+    with pytest.raises(VECError, match="line 1"):
+        read_region_file(tmp_path / "bad.txt")
+
+
+def test_region_files_match_videos_and_track_ids_become_unique(tmp_path):
+    (tmp_path / "Test1_gt.txt").write_text("0001.jpg 0 10 10 4 4\n0001.jpg 1 30 30 4 4\n")
+    (tmp_path / "Test03_gt.txt").write_text("0002.jpg 0 10 10 4 4\n0003.jpg 1 10 10 4 4\n")
+    files = region_files(tmp_path, ["01", "02", "03"])  # Avenue's video names
+    assert files == {1: tmp_path / "Test1_gt.txt", 3: tmp_path / "Test03_gt.txt"}
+    regions = read_region_ground_truth(files)
+    np.testing.assert_array_equal(regions[:, [0, 1, 6]], [[1, 0, 0], [1, 0, 1], [3, 1, 2], [3, 2, 3]])
+    (tmp_path / "Test9_gt.txt").write_text("")
+    with pytest.raises(VECError, match="matches no test video"):
+        region_files(tmp_path, ["01", "02", "03"])
+
