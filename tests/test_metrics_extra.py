@@ -2,16 +2,19 @@
 on hand-computed cases."""
 import math
 
+import cv2
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from utils.datasets import open_split
 from utils.errors import VECError
 from utils.metrics import macro_auroc
 from utils.metrics_extra import (NO_BOX_SCORE, PROTOCOL, average_precision, per_video_table, pixel_auroc,
                                  pixel_score_map, rbdc_tbdc, smooth_scores)
-from utils.regions import read_region_file, read_region_ground_truth, region_files, region_line
+from utils.regions import REGION_FOLDER, read_region_file, read_region_ground_truth, region_files, region_line
+from utils.synthetic import generate
 
 BOX = [0, 0, 9, 9]  # a 10x10 box in inclusive coordinates: area 100
 
@@ -339,3 +342,24 @@ def test_region_files_match_videos_and_track_ids_become_unique(tmp_path):
     with pytest.raises(VECError, match="matches no test video"):
         region_files(tmp_path, ["01", "02", "03"])
 
+
+def test_synthetic_regions_agree_with_the_pixel_masks(tmp_path):
+    root = generate(tmp_path / "synthetic", seed=5, n_train=0, n_test=3, n_frames=30, progress=False)
+    test = open_split(root, "UCSDped2", "test")
+    files = region_files(root / REGION_FOLDER, test.video_names)
+    assert sorted(files) == [1, 2, 3]
+    regions = read_region_ground_truth(files, frame_size=(160, 240))
+    starts = np.searchsorted(test.frame_video_idx, test.frame_video_idx)  # first frame of each frame's video
+    for i, mask_path in enumerate(test.mask_paths):
+        rows, cols = np.nonzero(cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE))
+        here = regions[(regions[:, 0] == test.frame_video_idx[i]) & (regions[:, 1] == i - starts[i])]
+        if len(rows):  # one anomalous mover per video: its box is the mask's bounding box
+            assert here[:, 2:6].tolist() == [[cols.min(), rows.min(), cols.max(), rows.max()]]
+        else:
+            assert len(here) == 0
+    assert len(regions) == test.labels.sum()
+    # one track per anomalous mover, unique over the test set
+    assert [sorted(set(regions[regions[:, 0] == v, 6])) for v in (1, 2, 3)] == [[0], [1], [2]]
+    # the regions themselves, as detections, make a perfect detector
+    perfect = np.column_stack([regions[:, :6], np.ones(len(regions))])
+    assert rbdc_tbdc(perfect, regions, len(test)) == (1.0, 1.0)
