@@ -3,7 +3,9 @@
 A static textured walkway seen from above; pedestrians (textured bodies with swinging
 legs) walk left or right along it. Test videos add one anomalous event each, of three
 kinds: a fast object (a cyclist), an odd shape (a cart) and a pedestrian walking the
-wrong way (across the walkway). Their pixels are the ground-truth masks.
+wrong way (across the walkway). Their pixels are the ground-truth masks; the tight box
+of each anomalous mover's pixels per frame is the region ground truth
+(`region_ground_truth/TestNNN_gt.txt`, format in utils/regions.py).
 
 Deterministic for a seed; about 10 MB; generated in a few seconds.
 """
@@ -17,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.io import atomic_dir
+from utils.regions import FILE_SUFFIX, REGION_FOLDER, region_line, write_region_file
 
 HEIGHT, WIDTH = 160, 240
 ANOMALY_KINDS = ("fast", "cart", "wrong_way")
@@ -99,10 +102,13 @@ def _anomaly(rng: np.random.Generator, kind: str, start: int) -> _Mover:
 
 
 def _render(background: np.ndarray, movers: list[_Mover], t: int, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
+            ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int, int]]]:
+    """Frame t, its anomaly mask and, per visible anomalous mover, (mover index, x1, y1, x2, y2):
+    the tight inclusive box of the mover's pixels in the frame."""
     frame = background.copy()
     mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    for m in movers:
+    boxes = []
+    for index, m in enumerate(movers):
         if t < m.start:
             continue
         age = t - m.start
@@ -118,8 +124,12 @@ def _render(background: np.ndarray, movers: list[_Mover], t: int, rng: np.random
         region[opaque] = background[ys, xs][opaque] * 0.25 + (135 + part[opaque]) * 0.75
         if m.anomalous:
             mask[ys, xs][opaque] = 255
+            rows, cols = np.nonzero(opaque)
+            if len(rows):  # no random numbers here: the frames stay those of earlier versions
+                boxes.append((index, xs.start + int(cols.min()), ys.start + int(rows.min()),
+                              xs.start + int(cols.max()), ys.start + int(rows.max())))
     frame += rng.normal(0, 1.0, frame.shape)  # sensor noise
-    return np.clip(frame, 0, 255).astype(np.uint8), mask
+    return np.clip(frame, 0, 255).astype(np.uint8), mask, boxes
 
 
 def generate(root: Path, *, seed: int = 0, n_train: int = 5, n_test: int = 6, n_frames: int = 60,
@@ -141,10 +151,17 @@ def generate(root: Path, *, seed: int = 0, n_train: int = 5, n_test: int = 6, n_
             video_dir.mkdir(parents=True)
             if kind is not None:
                 (partial / split / f"{name}_gt").mkdir()
+            # Track ids count the video's anomalous movers from 0, as in the annotation files.
+            track_of = {i: k for k, i in enumerate(i for i, m in enumerate(movers) if m.anomalous)}
+            region_lines = []
             for t in range(n_frames):
-                frame, mask = _render(background, movers, t, rng)
+                frame, mask, boxes = _render(background, movers, t, rng)
                 cv2.imwrite(str(video_dir / f"{t + 1:03d}.tif"), frame)
                 if kind is not None:
                     cv2.imwrite(str(partial / split / f"{name}_gt" / f"frame{t + 1:03d}.bmp"), mask)
+                    region_lines += [region_line(f"{t + 1:03d}.tif", track_of[i], *box) for i, *box in boxes]
+            if kind is not None:
+                (partial / REGION_FOLDER).mkdir(exist_ok=True)
+                write_region_file(partial / REGION_FOLDER / f"{name}{FILE_SUFFIX}", region_lines)
         (partial / ".complete").write_text(f"seed={seed}\n")
     return root
