@@ -8,13 +8,13 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from utils.datasets import generate_synthetic as generate
 from utils.datasets import open_split
+from utils.datasets.regions import REGION_FOLDER, read_region_file, read_region_ground_truth, region_files, region_line
 from utils.errors import VECError
-from utils.metrics import macro_auroc
-from utils.metrics_extra import (NO_BOX_SCORE, PROTOCOL, average_precision, per_video_table, pixel_auroc,
-                                 pixel_score_map, rbdc_tbdc, smooth_scores)
-from utils.regions import REGION_FOLDER, read_region_file, read_region_ground_truth, region_files, region_line
-from utils.synthetic import generate
+from utils.metrics import (PROTOCOL, average_precision, macro_auroc, per_video_table, pixel_auroc, pixel_score_map,
+                           rbdc_tbdc, smooth_scores)
+from utils.scoring import NO_BOX_SCORE
 
 BOX = [0, 0, 9, 9]  # a 10x10 box in inclusive coordinates: area 100
 

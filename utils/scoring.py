@@ -51,13 +51,3 @@ def frame_scores(n_frames: int, frame_size: tuple[int, int], frame_index: np.nda
         if len(range(height)[y1:y2]) and len(range(width)[x1:x2]):
             result[i] = max(result[i], score)
     return result
-
-
-def pixel_score_map(frame_size: tuple[int, int], boxes: np.ndarray, cube_scores: np.ndarray) -> np.ndarray:
-    """Per-pixel max of the scores of the boxes covering each pixel (for visualisation)."""
-    score_map = np.full(frame_size, NO_BOX_SCORE)
-    for box, score in zip(boxes, cube_scores):
-        x1, y1, x2, y2 = ceil_box(box)
-        region = score_map[y1:y2, x1:x2]
-        np.maximum(region, score, out=region)
-    return score_map

@@ -5,7 +5,7 @@ legs) walk left or right along it. Test videos add one anomalous event each, of 
 kinds: a fast object (a cyclist), an odd shape (a cart) and a pedestrian walking the
 wrong way (across the walkway). Their pixels are the ground-truth masks; the tight box
 of each anomalous mover's pixels per frame is the region ground truth
-(`region_ground_truth/TestNNN_gt.txt`, format in utils/regions.py).
+(`region_ground_truth/TestNNN_gt.txt`, format in utils/datasets/regions.py).
 
 Deterministic for a seed; about 10 MB; generated in a few seconds.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.io import atomic_dir
-from utils.regions import FILE_SUFFIX, REGION_FOLDER, region_line, write_region_file
+from utils.datasets.regions import FILE_SUFFIX, REGION_FOLDER, region_line, write_region_file
 
 HEIGHT, WIDTH = 160, 240
 ANOMALY_KINDS = ("fast", "cart", "wrong_way")

@@ -1,10 +1,15 @@
-"""Frame-level evaluation (docs/method.md §7): AUROC and EER as the reference computes them."""
+"""Frame-level evaluation (docs/method.md §7): AUROC and EER as the reference computes them,
+and what later papers add: average precision, per-video tables, temporal smoothing."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import auc, precision_recall_curve, roc_curve
+from scipy.ndimage import gaussian_filter1d
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+from utils.scoring import NO_BOX_SCORE
 
 
 def _ordered(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -53,3 +58,80 @@ def evaluation_report(scores, labels, frame_video_idx) -> dict:
     return {"auroc_micro": auroc, "auroc_macro": macro_auroc(scores, labels, frame_video_idx),
             "eer": (eer_fpr + eer_fnr) / 2, "eer_fpr": eer_fpr, "eer_fnr": eer_fnr,
             "n_frames": int(len(scores)), "n_anomalous_frames": int(np.sum(np.asarray(labels) == 1))}
+
+
+PROTOCOL = """\
+Frame-level AUROC protocol.
+micro: one ROC over all test frames of all videos concatenated. This is the number the
+  paper (and the reference code) reports, and the one to compare with published results.
+macro: the mean of per-video AUROCs. Videos whose frames are all normal (or all anomalous)
+  are skipped, because AUROC is undefined with only one class; Avenue has two such test
+  videos, so its macro mean is over the others. Macro weighs every video equally and is
+  immune to score offsets between videos, so it is not comparable with micro numbers.
+smoothing: temporally smoothed scores give an extra, labelled number; it never replaces
+  the unsmoothed micro AUROC.
+"""
+
+
+# ----------------------------------------------------------------- RBDC / TBDC
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Frame-level average precision, anomalous frames (label 1) as the positive class."""
+    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).ravel()
+    if not np.any(labels == 1):
+        raise ValueError("average precision is undefined without anomalous frames")
+    return float(average_precision_score(labels == 1, scores))
+
+
+# ----------------------------------------------------------------- pixel level
+
+
+def smooth_scores(scores: np.ndarray, frame_video_idx: np.ndarray, sigma: float,
+                  mode: str = "reflect") -> np.ndarray:
+    """Gaussian smoothing of frame scores along time, each video on its own.
+
+    scipy.ndimage.gaussian_filter1d with `mode` ('reflect', scipy's default, mirrors the
+    video's end frames) and truncate=4. Frames scored NO_BOX_SCORE (no box) first take the
+    lowest real score of their video, so the sentinel does not drag neighbours down by
+    1e5; they then smooth like any frame (the sentinel is not restored). A video with no
+    real score keeps its values. sigma = 0 returns the scores unchanged (as float64).
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    videos = np.asarray(frame_video_idx).ravel()
+    if len(scores) != len(videos):
+        raise ValueError(f"{len(scores)} scores for {len(videos)} frame video indices")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, not {sigma}")
+    result = scores.copy()
+    if sigma == 0:
+        return result
+    for video in np.unique(videos):
+        idx = np.flatnonzero(videos == video)
+        values = scores[idx]
+        no_box = values == NO_BOX_SCORE
+        if no_box.all():
+            continue
+        values = np.where(no_box, values[~no_box].min(), values)
+        result[idx] = gaussian_filter1d(values, sigma, mode=mode)
+    return result
+
+
+def per_video_table(scores: np.ndarray, labels: np.ndarray, frame_video_idx: np.ndarray,
+                    video_names: Sequence[str]) -> list[dict]:
+    """One row per video: name, frames, anomalous frames, AUROC and AP (None for one class).
+
+    frame_video_idx is 1-based (video_names[v - 1] names video v), as in utils.datasets.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).ravel()
+    videos = np.asarray(frame_video_idx).ravel()
+    rows = []
+    for video in np.unique(videos):
+        inside = videos == video
+        video_scores, positive = scores[inside], labels[inside] == 1
+        both = 0 < positive.sum() < len(positive)
+        rows.append({"video": video_names[int(video) - 1], "frames": int(inside.sum()),
+                     "anomalous_frames": int(positive.sum()),
+                     "auroc": float(roc_auc_score(positive, video_scores)) if both else None,
+                     "ap": float(average_precision_score(positive, video_scores)) if both else None})
+    return rows
