@@ -119,7 +119,7 @@ def test_mmdet_backend_explains_how_to_install():
     from utils.foreground import MMDetDetector
 
     with pytest.raises(VECError, match="requirements-mmdet.txt"):
-        MMDetDetector("config.py", "checkpoint.pth")
+        MMDetDetector.from_checkpoint("config.py", "checkpoint.pth")
 
 
 def test_config_detector_feeds_the_box_pipeline(tmp_path, small_synthetic):

@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Callable
 
+from tqdm import tqdm
+
 from utils.config import RunConfig, load_config
 from utils.errors import VECError
 
@@ -22,8 +24,15 @@ def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace],
     try:
         main(load_config(args.config, args.overrides), args)
     except VECError as err:
+        _close_progress_bars()  # else a bar left open would be redrawn at exit, after the error line
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("interrupted: finished files are kept, rerun to continue", file=sys.stderr)
         sys.exit(130)
+
+
+def _close_progress_bars() -> None:
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

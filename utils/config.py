@@ -113,6 +113,8 @@ class DatasetConfig:
     raft_weights: Path = Path("FlowNet2_src/pretrained/raft_large_C_T_SKHT_V2-ff5fadd5.pth")
     flow_batch_size: int = field(default=8, metadata=_at_least(1))
     detector_batch_size: int = field(default=4, metadata=_at_least(1))
+    # Gaussian temporal smoothing of frame scores (frames), reported beside the paper's unsmoothed numbers; 0 = off.
+    smoothing_sigma: float = field(default=0.0, metadata=_at_least(0))
     boxes: BoxParams = field(default_factory=BoxParams, metadata={"flattened": True})
 
     def for_split(self, split: str) -> SplitOptions:

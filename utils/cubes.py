@@ -22,12 +22,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from utils.datasets.split import VideoSplit
 from utils.flow.store import flow_file_path, read_flow
-from utils.io import atomic_dir
+from utils.io import atomic_dir, preallocated_npy, require_free_space
 
 
 def ceil_box(box) -> tuple[int, int, int, int]:
@@ -158,9 +157,10 @@ def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *
     capacity = max(1, sum(len(b) for b in all_boxes) * copies)
     t_raw = (context_frame_num + 1) if border_mode == "predict" else 2 * context_frame_num + 1
     t_of = (context_of_num + 1) if border_mode == "predict" else 2 * context_of_num + 1
-    raw = open_memmap(partial / "raw.npy", mode="w+", dtype=np.uint8, shape=(capacity, t_raw, 3, patch_size, patch_size))
-    flow = open_memmap(partial / "flow.npy", mode="w+", dtype=np.float32,
-                       shape=(capacity, t_of, 2, patch_size, patch_size))
+    raw_shape, flow_shape = (capacity, t_raw, 3, patch_size, patch_size), (capacity, t_of, 2, patch_size, patch_size)
+    require_free_space(partial, int(np.prod(raw_shape)) + 4 * int(np.prod(flow_shape)), f"the {split.split} cubes")
+    raw = preallocated_npy(partial / "raw.npy", np.uint8, raw_shape)
+    flow = preallocated_npy(partial / "flow.npy", np.float32, flow_shape)
     frame_index, kept_boxes, blocks = [], [], []
 
     read_frame = _FrameCache(split.read_frame)

@@ -49,6 +49,17 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
+def check_can_create(path: Path) -> None:
+    """Fail now, in one line, if folder `path` could not be created later (without creating it)."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise VECError(f"cannot create folder {path}: {existing} is a file, in the way; "
+                       "move it or choose another folder in config.cfg")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise VECError(f"cannot create folder {path}: no permission to write in {existing}")
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Write `path` through a temporary file beside it, renamed over `path` on success."""
@@ -86,6 +97,27 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
     shutil.rmtree(path, ignore_errors=True)
     partial.rename(path)
+
+
+def require_free_space(folder: Path, needed: int, what: str) -> None:
+    """A one-line error before a large write that cannot fit (with a 5 % margin)."""
+    free = shutil.disk_usage(folder).free
+    if needed * 1.05 > free:
+        raise VECError(f"not enough disk space for {what} in {folder}: about {needed / 2**20:.0f} MiB needed, "
+                       f"{free / 2**20:.0f} MiB free; free some space or point the folder elsewhere in config.cfg")
+
+
+def preallocated_npy(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A memory-mapped `.npy` whose blocks are reserved now, so a full disk is an error here
+    and not a SIGBUS when the map is written later."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as err:
+        del array
+        raise (user_error_for(err, path) or err) from None
+    return array
 
 
 def save_npy(path: Path, array: np.ndarray, allow_pickle: bool = False) -> None:
@@ -133,7 +165,17 @@ def load_torch_file(path: Path, device: str = "cpu"):
                        "delete it and rerun the step that makes it") from None
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy (results are reproducible on one machine at one thread count)."""
+def seed_everything(seed: int, device: str = "cpu") -> None:
+    """Seed torch and numpy; on a GPU also ask for deterministic kernels (README, Reproducibility)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
+    if str(device).startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def reproducibility_record(device: str) -> dict:
+    """What a rerun must match to give the same bytes: versions, device and CPU thread count."""
+    return {"torch": torch.__version__, "numpy": np.__version__, "device": str(device),
+            "torch_threads": torch.get_num_threads()}

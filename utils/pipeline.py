@@ -5,35 +5,45 @@
     boxes_of_split       foreground boxes (box files)         utils/foreground/
     cubes_of_split       spatio-temporal cubes (memory-mapped) utils/cubes.py
     run_training         cloze networks + training-score statistics   utils/training.py
-    run_testing          cube scores → frame scores → metrics, plots  utils/scoring.py, metrics/, report/
+    run_testing          cube scores → frame scores                   utils/scoring.py
+      evaluate           frame, pixel and region metrics              utils/metrics/
+      write_results      metrics.json, per_video.csv, figures, report.html   utils/report/
 
 Each step reads the settings it needs from a `RunConfig` and calls the library functions
 (which take explicit arguments). docs/architecture.md draws the same path.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from utils.config import RunConfig, resolve_device
 from utils.cubes import CubeStore, build_cubes, read_store_settings
-from utils.datasets import VideoSplit, generate_synthetic, open_split
+from utils.datasets import VideoSplit, generate_synthetic, open_split, synthetic_is_current
+from utils.datasets.regions import REGION_FOLDER, read_region_ground_truth, region_files
 from utils.errors import VECError
 from utils.flow import build_flow_backend, compute_split_flow, flow_file_path
-from utils.foreground import build_detector, split_boxes
-from utils.io import make_dirs, save_npy, seed_everything, write_json
-from utils.metrics import evaluation_report, save_roc_pr_curve_data
-from utils.report import plot_results
+from utils.foreground import MODES_WITH_DETECTOR, build_detector, split_boxes
+from utils.io import (atomic_dir, atomic_file, check_can_create, make_dirs, reproducibility_record, save_npy,
+                      seed_everything, write_json)
+from utils.metrics import (PROTOCOL, evaluation_report, per_video_table, pixel_score_map, rbdc_tbdc,
+                           save_roc_pr_curve_data)
+from utils.metrics.pixel_level import pixel_auroc_of_frames
+from utils.metrics.region_level import detections_from_boxes
+from utils.report import plot_frame_and_heat_map, plot_results, plot_video_scores, write_report
 from utils.scoring import frame_scores, score_cubes
 from utils.training import load_trained, save_trained, train_blocks
 
 
 def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:
     """The split's frames; the built-in synthetic dataset is generated on first use."""
-    if cfg.dataset_name == "synthetic" and not (cfg.dataset_dir / ".complete").is_file():
+    if cfg.dataset_name == "synthetic" and not synthetic_is_current(cfg.dataset_dir):
         generate_synthetic(cfg.dataset_dir, seed=cfg.seed)
     return open_split(cfg.dataset_dir, cfg.dataset.layout, split)
 
@@ -53,6 +63,24 @@ def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
                            f"({flow_file_path(cfg.flow_dir, split, i)}); run `python calc_img_inputs.py` first")
 
 
+def box_settings(cfg: RunConfig) -> dict:
+    """What decides the boxes besides the frames: mode, thresholds and detector."""
+    ds = cfg.dataset
+    detector = ({"detector": ds.detector, "detector_checkpoint": ds.detector_checkpoint.name}
+                if cfg.foreground_extraction_mode in MODES_WITH_DETECTOR else {})
+    return {"mode": cfg.foreground_extraction_mode, **asdict(ds.boxes), **detector}
+
+
+def model_settings(cfg: RunConfig) -> dict:
+    """The settings that change what a trained model means; test.py refuses a model trained with others."""
+    ds, cloze = cfg.dataset, cfg.cloze
+    return {"dataset": cfg.dataset_name, "layout": ds.layout, "patch_size": ds.patch_size,
+            "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method, "motion_thr": ds.motion_thr,
+            "boxes": box_settings(cfg), "nf": cloze.nf, "context_frame_num": cloze.context_frame_num,
+            "context_of_num": cloze.context_of_num, "border_mode": cloze.border_mode, "raw_range": cloze.raw_range,
+            "use_flow": cloze.use_flow, "padding": cloze.padding}
+
+
 def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.ndarray]:
     ds = cfg.dataset
 
@@ -62,7 +90,7 @@ def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.nd
 
     return split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
                        reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
-                       batch_size=ds.detector_batch_size)
+                       batch_size=ds.detector_batch_size, settings=box_settings(cfg))
 
 
 def boxes_fingerprint(boxes: list[np.ndarray]) -> str:
@@ -96,8 +124,9 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
 def run_training(cfg: RunConfig) -> dict:
     """boxes → cubes → one cloze network per block → training-score statistics → saved model."""
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, device)
     started = time.time()
+    check_can_create(cfg.work_dir)  # a file in the way fails now, not after the training
     split = open_dataset_split(cfg, "train")
     require_flow(cfg, split)
     store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
@@ -106,39 +135,105 @@ def run_training(cfg: RunConfig) -> dict:
     print(f"training on {len(store)} cubes from {len(split)} frames ({device})")
     trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed)
     paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
-                         scene_level=cfg.dataset.scene_level)
+                         scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
     return {"n_cubes": len(store), "n_frames": len(split), "seconds": time.time() - started,
             "saved": [str(p) for p in paths]}
 
 
 def run_testing(cfg: RunConfig) -> dict:
-    """boxes → cubes → cube scores → frame scores → metrics, written to results/<dataset>/."""
+    """boxes → cubes → cube scores → frame scores → metrics, written to results/<dataset>/.
+
+    The results folder is replaced only when everything in it was written.
+    """
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, device)
+    check_can_create(cfg.results_dir)  # a file in the way fails now, not after the scoring
     split = open_dataset_split(cfg, "test")
     if split.labels is None:
         raise VECError(f"the test split of {cfg.dataset_name} has no ground truth in {cfg.dataset_dir}; "
                        "download it with the dataset (see the README)")
+    if len(np.unique(split.labels)) < 2:
+        kind = "anomalous" if split.labels[0] else "normal"
+        raise VECError(f"every test frame of {cfg.dataset_name} is {kind}: AUROC needs both classes; "
+                       f"check the ground truth in {cfg.dataset_dir}")
     trained = load_trained(cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
-                           scene_level=cfg.dataset.scene_level)
+                           scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
     require_flow(cfg, split)
     store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
+    if len(store) == 0:
+        raise VECError(f"no test cubes: the boxes of {cfg.dataset_name}'s test split (thresholds in "
+                       f"[{cfg.dataset_name}]) left none with motion, so there is nothing to score; "
+                       "lower area_thr / binary_thr or check the optical flow")
     cube_scores = score_cubes(store, trained, cfg.cloze, device)
     frame_size = tuple(split.read_frame(0).shape[:2])
     scores = frame_scores(len(split), frame_size, store.frame_index, store.boxes, cube_scores)
 
-    out = make_dirs(cfg.results_dir / cfg.dataset_name)
+    report = evaluate(cfg, split, store, cube_scores, scores)
+    report.update({"dataset": cfg.dataset_name, "n_cubes": len(store), "flow_method": cfg.dataset.flow_method,
+                   "detector": cfg.dataset.detector, "foreground_extraction_mode": cfg.foreground_extraction_mode,
+                   "boxes": box_settings(cfg), "model": model_settings(cfg), "cloze": asdict(cfg.cloze),
+                   "reproducibility": reproducibility_record(device)})
+    out = cfg.results_dir / cfg.dataset_name
+    with atomic_dir(out) as staging:
+        write_results(staging, cfg, split, store, cube_scores, scores, report)
+    report["results_dir"] = str(out)
+    return report
+
+
+def evaluate(cfg: RunConfig, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray,
+             scores: np.ndarray) -> dict:
+    """Every number of metrics.json: frame level (micro = the paper's), pixel level where the
+    dataset has pixel masks, RBDC/TBDC where it has region ground truth, and the protocol."""
+    report = evaluation_report(scores, split.labels, split.frame_video_idx, cfg.dataset.smoothing_sigma)
+    frame_size = tuple(split.read_frame(0).shape[:2])
+    report["pixel_auroc"] = None
+    if split.has_pixel_masks:
+        masks = (split.read_mask(i) for i in tqdm(range(len(split)), desc="pixel AUROC", unit="frame"))
+        report["pixel_auroc"] = pixel_auroc_of_frames(frame_size, store.frame_index, store.boxes, cube_scores, masks)
+    region_dir = split.dataset_dir / REGION_FOLDER
+    report["rbdc"] = report["tbdc"] = None
+    if region_dir.is_dir():
+        regions = read_region_ground_truth(region_files(region_dir, split.video_names), frame_size)
+        detections = detections_from_boxes(store.frame_index, store.boxes, cube_scores, split.frame_video_idx)
+        report["rbdc"], report["tbdc"] = rbdc_tbdc(detections, regions, len(split))
+        report["region_ground_truth"] = str(region_dir)
+    else:
+        report["region_ground_truth"] = f"no region ground truth ({region_dir} not found; docs/region_ground_truth.md)"
+    report["protocol"] = PROTOCOL
+    return report
+
+
+def write_results(out: Path, cfg: RunConfig, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray,
+                  scores: np.ndarray, report: dict) -> None:
+    """Scores, metrics, the reference's curve file, per-video table, figures and report.html into `out`."""
     save_npy(out / "frame_scores.npy", scores)
     save_npy(out / "frame_labels.npy", split.labels)
     save_roc_pr_curve_data(scores, split.labels,
                            out / f"{cfg.modality}_{cfg.foreground_extraction_mode}_{cfg.method}_frame_results.npz")
-    report = evaluation_report(scores, split.labels, split.frame_video_idx)
-    report.update({"dataset": cfg.dataset_name, "n_cubes": len(store), "flow_method": cfg.dataset.flow_method,
-                   "detector": cfg.dataset.detector, "foreground_extraction_mode": cfg.foreground_extraction_mode,
-                   "cloze": asdict(cfg.cloze)})
     write_json(out / "metrics.json", report)
-
+    per_video = per_video_table(scores, split.labels, split.frame_video_idx, split.video_names)
+    with atomic_file(out / "per_video.csv", "w") as f:
+        writer = csv.DictWriter(f, fieldnames=["video", "frames", "anomalous_frames", "auroc", "ap"])
+        writer.writeheader()
+        writer.writerows(per_video)
     title = f"VEC on {cfg.dataset_name}: micro AUROC {report['auroc_micro']:.3f}"
     plot_results(out, split, store, cube_scores, scores, report["auroc_micro"], title)
-    report["results_dir"] = str(out)
-    return report
+
+    figures = make_dirs(out / "report_files")
+    video_images = []
+    frame_size = tuple(split.read_frame(0).shape[:2])
+    for number, name in enumerate(tqdm(split.video_names, desc="report", unit="video"), start=1):
+        members = np.flatnonzero(split.frame_video_idx == number)
+        plot_video_scores(figures / f"{name}_scores.png", scores[members], split.labels[members], name)
+        top = int(members[np.argmax(scores[members])])
+        mine = store.frame_index == top
+        plot_frame_and_heat_map(figures / f"{name}_top.png", split.read_frame(top), store.boxes[mine],
+                                cube_scores[mine], split.read_mask(top) if split.has_pixel_masks else None,
+                                pixel_score_map(frame_size, store.boxes[mine], cube_scores[mine]),
+                                f"{name}, frame {top - members[0] + 1}: score {scores[top]:.2f}")
+        video_images.append((name, f"report_files/{name}_scores.png", f"report_files/{name}_top.png"))
+    notes = [] if report["rbdc"] is not None else ["RBDC / TBDC: " + report["region_ground_truth"]]
+    if report["pixel_auroc"] is None:
+        notes.append("pixel AUROC: this dataset has no pixel masks")
+    write_report(out / "report.html", title=title, metrics=report, protocol=PROTOCOL, per_video=per_video,
+                 roc_image="roc.png", video_images=video_images, notes=notes)

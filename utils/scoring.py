@@ -11,6 +11,7 @@ import numpy as np
 
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore, ceil_box
+from utils.errors import VECError
 from utils.training import TrainedBlocks, cube_errors, make_network
 
 NO_BOX_SCORE = -100000.0
@@ -27,7 +28,13 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
             if state is None or len(members) == 0:
                 continue
             model = make_network(cloze)
-            model.load_state_dict(state)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as err:
+                first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+                raise VECError(f"the trained model does not fit the configured network (nf = {cloze.nf}, "
+                               f"context_of_num = {cloze.context_of_num}): {first}; set them as when it was "
+                               "trained, or rerun `python train.py`") from None
             model.to(device)
             raw, of = cube_errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
                                   progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""))

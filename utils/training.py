@@ -10,6 +10,8 @@ Saved files keep the reference's names and structure (`data/raw2flow/<dataset>_m
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +25,7 @@ from models import build_cloze_network, strip_data_parallel_prefix
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
 from utils.errors import VECError
-from utils.io import load_torch_file, save_torch
+from utils.io import load_torch_file, save_torch, write_json
 
 
 def make_network(cloze: ClozeConfig) -> nn.Module:
@@ -132,26 +134,73 @@ def _file_names(work_dir: Path, dataset_name: str, mode: str, method: str) -> tu
             Path(f"{stem}_of_training_scores_{mode}_{method}.npy"))
 
 
+def manifest_path(work_dir: Path, dataset_name: str, mode: str, method: str) -> Path:
+    """`<dataset>_model_<mode>_<method>.json`: the settings a model was trained with and its files' digests."""
+    return Path(f"{Path(work_dir) / dataset_name}_model_{mode}_{method}.json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_trained(trained: TrainedBlocks, work_dir: Path, dataset_name: str, mode: str, method: str,
-                 scene_level: bool) -> list[Path]:
-    """Save in the reference's structure; `scene_level` adds ShanghaiTech's outer scene list."""
+                 scene_level: bool, settings: dict | None = None) -> list[Path]:
+    """Save in the reference's structure; `scene_level` adds ShanghaiTech's outer scene list.
+
+    The three files keep the reference's names and format. A manifest written last holds
+    `settings` and each file's SHA-256, so a run killed between the files (a new model
+    beside old statistics) is caught when loading, not scored.
+    """
     model_path, raw_path, of_path = _file_names(work_dir, dataset_name, mode, method)
     models = [[[{"module." + k: v for k, v in s.items()}] if s is not None else [] for s in row] for row in trained.states]
     raw = [[torch.from_numpy(np.asarray(a)) for a in row] for row in trained.raw_scores]
     of = [[torch.from_numpy(np.asarray(a)) for a in row] for row in trained.of_scores]
+    manifest = manifest_path(work_dir, dataset_name, mode, method)
+    manifest.unlink(missing_ok=True)  # until the new one is written, the files are not a finished model
     for obj, path in ((models, model_path), (raw, raw_path), (of, of_path)):
         save_torch(path, [obj] if scene_level else obj)
-    return [model_path, raw_path, of_path]
+    write_json(manifest, {"settings": settings or {},
+                          "files": {p.name: _sha256(p) for p in (model_path, raw_path, of_path)}})
+    return [model_path, raw_path, of_path, manifest]
 
 
-def load_trained(work_dir: Path, dataset_name: str, mode: str, method: str, scene_level: bool) -> TrainedBlocks:
-    """Load models and training scores saved here or by the reference code."""
-    paths = _file_names(work_dir, dataset_name, mode, method)
+def _check_manifest(manifest: Path, paths: tuple[Path, ...], settings: dict | None) -> None:
     try:
-        models, raw, of = (load_torch_file(p) for p in paths)
-    except FileNotFoundError as err:
-        raise VECError(f"trained model file {err.args[0]} not found; run `python train.py` first "
-                       "(or copy the reference's trained files into that folder)") from None
+        recorded = json.loads(manifest.read_text())
+        files, trained_with = recorded["files"], recorded["settings"]
+    except (ValueError, KeyError, TypeError):
+        raise VECError(f"{manifest} is corrupt; rerun `python train.py`") from None
+    for path in paths:
+        if files.get(path.name) != _sha256(path):
+            raise VECError(f"{path} is not the file {manifest.name} was saved with (a training run was interrupted "
+                           "while saving, or the files were mixed); rerun `python train.py`")
+    changed = [f"{key} = {trained_with[key]!r} when trained, {value!r} now" for key, value in (settings or {}).items()
+               if key in trained_with and trained_with[key] != value]
+    if changed:
+        raise VECError(f"the model in {manifest.parent} was trained with other settings ({'; '.join(changed)}); "
+                       "rerun `python train.py` or set them back")
+
+
+def load_trained(work_dir: Path, dataset_name: str, mode: str, method: str, scene_level: bool,
+                 settings: dict | None = None) -> TrainedBlocks:
+    """Load models and training scores saved here or by the reference code.
+
+    Files saved here come with a manifest: they must be the files it lists and have been
+    trained with the same `settings`. The reference's files have none and load as they are.
+    """
+    paths = _file_names(work_dir, dataset_name, mode, method)
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise VECError(f"trained model file {missing} not found; run `python train.py` first "
+                       "(or copy the reference's trained files into that folder)")
+    manifest = manifest_path(work_dir, dataset_name, mode, method)
+    if manifest.is_file():
+        _check_manifest(manifest, paths, settings)
+    models, raw, of = (load_torch_file(p) for p in paths)
     if scene_level:  # ShanghaiTech: one scene in the reference's setting
         models, raw, of = models[0], raw[0], of[0]
     states = [[strip_data_parallel_prefix(cell[0]) if len(cell) else None for cell in row] for row in models]

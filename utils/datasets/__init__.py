@@ -2,5 +2,6 @@
 from utils.datasets.layouts import FRAME_EXTENSIONS, open_split
 from utils.datasets.split import VideoSplit, context_range, read_image
 from utils.datasets.synthetic import generate as generate_synthetic
+from utils.datasets.synthetic import is_current as synthetic_is_current
 
-__all__ = ["VideoSplit", "open_split", "context_range", "read_image", "generate_synthetic", "FRAME_EXTENSIONS"]
+__all__ = ["VideoSplit", "open_split", "context_range", "read_image", "generate_synthetic", "synthetic_is_current", "FRAME_EXTENSIONS"]

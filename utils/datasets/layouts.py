@@ -5,6 +5,7 @@ split, reads its ground truth into per-frame labels.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -50,11 +51,16 @@ def _read_ucsd(root: Path, split: str, extension: str) -> VideoSplit:
     result = VideoSplit(root, split, frames, video_idx, names)
     gt_dirs = [p for p in entries if p.name.endswith("_gt")]
     if split == "test" and gt_dirs:
-        masks = [m for gt in gt_dirs for m in _sorted_frames(gt, ".bmp")]
-        if len(masks) != len(frames):
-            raise VECError(f"{split_dir}: {len(masks)} ground-truth masks for {len(frames)} frames; "
-                           "every TestNNN folder needs a TestNNN_gt folder with one .bmp per frame")
+        masks = []
+        for video, length in zip(video_dirs, result.video_lengths):
+            video_masks = _sorted_frames(split_dir / f"{video.name}_gt", ".bmp")
+            if len(video_masks) != length:
+                raise VECError(f"{split_dir / (video.name + '_gt')}: {len(video_masks)} ground-truth masks for "
+                               f"{length} frames of video {video.name}; every TestNNN folder needs a TestNNN_gt folder "
+                               "with one .bmp per frame")
+            masks += video_masks
         result.mask_paths = masks
+        result.mask_reader = lambda i: cv2.imread(str(masks[i]), cv2.IMREAD_GRAYSCALE) > 0
         result.labels = np.array([cv2.imread(str(m), cv2.IMREAD_GRAYSCALE).max() > 0 for m in masks], dtype=np.int64)
     return result
 
@@ -74,12 +80,31 @@ def _read_avenue(root: Path, split: str, extension: str) -> VideoSplit:
             mat = gt_dir / f"{number}_label.mat"
             if not mat.is_file():
                 raise VECError(f"ground truth {mat} is missing; Avenue needs one N_label.mat per test video")
-            masks = loadmat(str(mat), verify_compressed_data_integrity=False)["volLabel"]
-            labels += [int(np.asarray(m).max() > 0) for m in masks.ravel()]
-        if len(labels) != len(frames):
-            raise VECError(f"{gt_dir}: {len(labels)} labelled frames for {len(frames)} test frames")
+            masks = loadmat(str(mat), verify_compressed_data_integrity=False)["volLabel"].ravel()
+            if len(masks) != result.video_lengths[number - 1]:
+                raise VECError(f"{mat}: {len(masks)} labelled frames for {result.video_lengths[number - 1]} "
+                               f"frames of test video {names[number - 1]}")
+            labels += [int(np.asarray(m).max() > 0) for m in masks]
         result.labels = np.asarray(labels, dtype=np.int64)
+        result.mask_reader = _avenue_mask_reader(gt_dir, result)
     return result
+
+
+def _avenue_mask_reader(gt_dir: Path, split: VideoSplit):
+    """Frame i's mask from its video's `volLabel`, one video's .mat file held at a time."""
+    from scipy.io import loadmat
+
+    @functools.lru_cache(maxsize=1)
+    def video_masks(number: int):
+        return loadmat(str(gt_dir / f"{number}_label.mat"), verify_compressed_data_integrity=False)["volLabel"].ravel()
+
+    starts = np.concatenate([[0], np.cumsum(split.video_lengths)])
+
+    def read(i: int) -> np.ndarray:
+        number = int(split.frame_video_idx[i])
+        return np.asarray(video_masks(number)[i - starts[number - 1]]) > 0
+
+    return read
 
 
 def _read_shanghaitech(root: Path, split: str, extension: str) -> VideoSplit:
@@ -95,10 +120,16 @@ def _read_shanghaitech(root: Path, split: str, extension: str) -> VideoSplit:
     result = VideoSplit(root, split, frames, video_idx, names)
     gt_dir = root / "Testing" / "test_frame_mask"
     if split == "test" and gt_dir.is_dir():
-        labels = np.concatenate([np.load(p).ravel() for p in sorted(gt_dir.glob("*.npy"), key=lambda p: p.name)])
-        if len(labels) != len(frames):
-            raise VECError(f"{gt_dir}: {len(labels)} frame labels for {len(frames)} test frames")
-        result.labels = (labels > 0).astype(np.int64)
+        labels = []
+        for name, length in zip(names, result.video_lengths):
+            path = gt_dir / f"{name}.npy"
+            if not path.is_file():
+                raise VECError(f"ground truth {path} is missing; ShanghaiTech needs one <video>.npy per test video")
+            video_labels = np.load(path).ravel()
+            if len(video_labels) != length:
+                raise VECError(f"{path}: {len(video_labels)} frame labels for {length} frames of video {name}")
+            labels.append(video_labels)
+        result.labels = (np.concatenate(labels) > 0).astype(np.int64)
     return result
 
 

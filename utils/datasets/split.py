@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -26,6 +27,8 @@ class VideoSplit:
     video_names: list[str]
     labels: np.ndarray | None = None  # per-frame 0/1, test splits with ground truth
     mask_paths: list[Path] | None = field(default=None, repr=False)  # UCSD pixel masks
+    mask_reader: Callable[[int], np.ndarray] | None = field(default=None, repr=False)  # pixel mask of frame i
+    _frame_size: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.frame_paths)
@@ -34,21 +37,61 @@ class VideoSplit:
     def video_lengths(self) -> list[int]:
         return np.bincount(self.frame_video_idx)[1:].tolist()
 
+    @property
+    def has_pixel_masks(self) -> bool:
+        return self.mask_reader is not None
+
+    def read_mask(self, i: int) -> np.ndarray:
+        """Frame i's ground-truth pixel mask (bool, H x W): UCSDped2's .bmp, Avenue's volLabel."""
+        return self.mask_reader(i)
+
+    def video_name(self, i: int) -> str:
+        """The name of the video frame i belongs to."""
+        return self.video_names[self.frame_video_idx[i] - 1]
+
     def read_frame(self, i: int) -> np.ndarray:
-        return read_image(self.frame_paths[i])
+        """Frame i, BGR uint8; every frame of a split must have the size of its first frame."""
+        image = read_image(self.frame_paths[i])
+        if self._frame_size is None:
+            self._frame_size = image.shape[:2] if i == 0 else read_image(self.frame_paths[0]).shape[:2]
+        if image.shape[:2] != self._frame_size:
+            raise VECError(f"frame {self.frame_paths[i]} of video {self.video_name(i)} is "
+                           f"{image.shape[1]}x{image.shape[0]} but the {self.split} split's frames are "
+                           f"{self._frame_size[1]}x{self._frame_size[0]}; resize it or remove it")
+        return image
 
     def context(self, i: int, n: int, border_mode: str) -> list[int]:
-        return context_range(self.frame_video_idx, i, n, border_mode)
+        try:
+            return context_range(self.frame_video_idx, i, n, border_mode)
+        except ValueError:
+            length = int(np.sum(self.frame_video_idx == self.frame_video_idx[i]))
+            needed = 2 if border_mode == "hard" else n + 1
+            raise VECError(f"video {self.video_name(i)} of the {self.split} split of {self.dataset_dir} has "
+                           f"{length} frame(s), too few for a context of {n} ({border_mode}); it needs at least "
+                           f"{needed}: remove it or add frames") from None
 
     def relative_path(self, i: int) -> Path:
         """Path of frame i below the dataset folder (the flow files mirror it)."""
         return self.frame_paths[i].relative_to(self.dataset_dir)
 
 
+# How a complete file of each format ends; OpenCV decodes a cut JPEG or PNG without an
+# error (the missing part comes out grey), so completeness is checked on the bytes.
+_END_MARKERS = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND"}
+
+
 def read_image(path: Path) -> np.ndarray:
+    """A frame as `cv2.imread` gives it (BGR uint8); a missing, corrupt or cut file is a one-line error."""
     image = cv2.imread(str(path))
     if image is None:
         raise VECError(f"cannot read image {path}: the file is missing or corrupt")
+    marker = _END_MARKERS.get(Path(path).suffix.lower())
+    if marker is not None:
+        with open(path, "rb") as f:
+            f.seek(max(0, Path(path).stat().st_size - 64))
+            tail = f.read()
+        if marker not in tail:
+            raise VECError(f"image {path} is cut short (its end marker is missing): re-extract or re-download it")
     return image
 
 

@@ -22,6 +22,8 @@ from utils.io import atomic_dir
 from utils.datasets.regions import FILE_SUFFIX, REGION_FOLDER, region_line, write_region_file
 
 HEIGHT, WIDTH = 160, 240
+# Bumped when the generator writes more files; frames and masks of a seed never change.
+VERSION = 2  # 2: region ground truth
 ANOMALY_KINDS = ("fast", "cart", "wrong_way")
 
 
@@ -132,11 +134,17 @@ def _render(background: np.ndarray, movers: list[_Mover], t: int, rng: np.random
     return np.clip(frame, 0, 255).astype(np.uint8), mask, boxes
 
 
+def is_current(root: Path) -> bool:
+    """Whether `root` holds a complete dataset written by this version of the generator."""
+    marker = Path(root) / ".complete"
+    return marker.is_file() and f"version={VERSION}" in marker.read_text()
+
+
 def generate(root: Path, *, seed: int = 0, n_train: int = 5, n_test: int = 6, n_frames: int = 60,
              crowd: int = 2, progress: bool = True) -> Path:
     """Write the dataset to `root` (UCSDped2 layout) unless it is already complete; returns root."""
     root = Path(root)
-    if (root / ".complete").is_file():
+    if is_current(root):
         return root
     rng = np.random.default_rng(seed)
     background = _background(rng)
@@ -163,5 +171,5 @@ def generate(root: Path, *, seed: int = 0, n_train: int = 5, n_test: int = 6, n_
             if kind is not None:
                 (partial / REGION_FOLDER).mkdir(exist_ok=True)
                 write_region_file(partial / REGION_FOLDER / f"{name}{FILE_SUFFIX}", region_lines)
-        (partial / ".complete").write_text(f"seed={seed}\n")
+        (partial / ".complete").write_text(f"seed={seed} version={VERSION}\n")
     return root

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from utils.datasets.split import VideoSplit
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
-from utils.io import save_npy
+from utils.io import make_dirs, require_free_space, save_npy
 
 
 def flow_file_path(flow_root: Path, split: VideoSplit, i: int) -> Path:
@@ -59,14 +59,14 @@ def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path,
     frames with a valid file are skipped. Returns the number of flow files written."""
     height, width = split.read_frame(0).shape[:2]
     todo = [i for i in range(len(split)) if not is_valid_flow_file(flow_file_path(flow_root, split, i), height, width)]
+    if todo:
+        require_free_space(make_dirs(flow_root), len(todo) * (height * width * 2 * 4 + 128), "the optical flow")
     bar = tqdm(total=len(todo), desc=f"flow ({split.split})", unit="frame", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         pairs = [flow_pair(split, i) for i in chunk]
         first = np.stack([split.read_frame(a) for a, _ in pairs])
-        second = np.stack([split.read_frame(b) for _, b in pairs])
-        if first.shape[1:3] != (height, width):
-            raise VECError(f"frames of {split.dataset_dir} differ in size; all frames of a dataset must share one size")
+        second = np.stack([split.read_frame(b) for _, b in pairs])  # read_frame checks every frame's size
         for i, flow in zip(chunk, backend(first, second)):
             save_npy(flow_file_path(flow_root, split, i), np.ascontiguousarray(flow, dtype=np.float32))
         bar.update(len(chunk))

@@ -6,6 +6,7 @@ only, never arbitrary pickled objects.
 """
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from utils.errors import VECError
-from utils.io import save_npy
+from utils.io import save_npy, write_json
 
 
 def box_file_path(dataset_dir: Path, split: str, mode: str) -> Path:
@@ -56,9 +57,25 @@ def load_box_file(path: Path, n_frames: int | None = None) -> list[np.ndarray]:
     return frames
 
 
-def save_box_file(path: Path, boxes: Sequence[np.ndarray]) -> None:
-    """Save per-frame boxes as the reference does (object array), atomically."""
+def settings_path(path: Path) -> Path:
+    """`bboxes_<split>_<mode>.json` beside the box file: the settings that made it."""
+    return Path(path).with_suffix(".json")
+
+
+def read_box_settings(path: Path) -> dict | None:
+    """The settings a box file was made with, or None (a file made elsewhere, e.g. by the reference)."""
+    try:
+        return json.loads(settings_path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def save_box_file(path: Path, boxes: Sequence[np.ndarray], settings: dict | None = None) -> None:
+    """Save per-frame boxes as the reference does (object array), atomically, with the settings beside it."""
     array = np.empty(len(boxes), dtype=object)
     for i, b in enumerate(boxes):
         array[i] = b
+    settings_path(path).unlink(missing_ok=True)
     save_npy(path, array, allow_pickle=True)
+    if settings is not None:
+        write_json(settings_path(path), settings)

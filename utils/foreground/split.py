@@ -1,6 +1,7 @@
 """Boxes of every frame of a split (docs/method.md §3): computed in batches, or read from a box file."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -8,7 +9,8 @@ from tqdm import tqdm
 
 from utils.config import BoxParams
 from utils.datasets.split import VideoSplit
-from utils.foreground.box_files import box_file_path, load_box_file, save_box_file
+from utils.errors import VECError
+from utils.foreground.box_files import box_file_path, load_box_file, read_box_settings, save_box_file
 from utils.foreground.detectors import Detector
 from utils.foreground.frame import MODES_WITH_DETECTOR, frame_boxes
 
@@ -35,18 +37,27 @@ def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detecto
 
 
 def split_boxes(split: VideoSplit, mode: str, params: BoxParams, *, reuse_saved: bool,
-                detector_factory: Callable[[], Detector | None], batch_size: int = 4,
-                progress: bool = True) -> list[np.ndarray]:
+                detector_factory: Callable[[], Detector | None], batch_size: int = 4, progress: bool = True,
+                settings: dict | None = None) -> list[np.ndarray]:
     """Boxes of a split: the saved box file when present and `reuse_saved`, else computed and saved.
 
     `detector_factory()` builds the detector only when boxes must be computed, so a user
-    with the reference's box files needs no detector weights.
+    with the reference's box files needs no detector weights. `settings` (what made the
+    boxes) are saved beside the box file; a saved file made with other settings is not
+    reused silently. The reference's own box files carry none and are reused as they are.
     """
     path = box_file_path(split.dataset_dir, split.split, mode)
+    settings = {"mode": mode, **asdict(params), **(settings or {})}
     if reuse_saved and path.is_file():
-        print(f"boxes: reusing {path}")
+        made_with = read_box_settings(path)
+        changed = [f"{key} = {made_with[key]!r} there, {value!r} now" for key, value in settings.items()
+                   if made_with is not None and key in made_with and made_with[key] != value]
+        if changed:
+            raise VECError(f"box file {path} was made with other settings ({'; '.join(changed)}); delete it or set "
+                           f"{split.split}_bbox_saved = False to recompute the boxes")
+        print(f"boxes: reusing {path}" + ("" if made_with else " (made elsewhere: its settings are not known)"))
         return load_box_file(path, len(split))
     detector = detector_factory() if mode in MODES_WITH_DETECTOR else None
     boxes = compute_split_boxes(split, mode, params, detector, batch_size=batch_size, progress=progress)
-    save_box_file(path, boxes)
+    save_box_file(path, boxes, settings)
     return boxes

@@ -53,11 +53,23 @@ def macro_auroc(scores, labels, frame_video_idx) -> float:
     return float(np.mean(per_video)) if per_video else float("nan")
 
 
-def evaluation_report(scores, labels, frame_video_idx) -> dict:
+def evaluation_report(scores, labels, frame_video_idx, smoothing_sigma: float = 0.0) -> dict:
+    """The frame-level numbers; with smoothing_sigma > 0 also the same numbers on smoothed
+    scores, under their own `*_smoothed` names (the unsmoothed ones stay the paper's)."""
     auroc, eer_fpr, eer_fnr = frame_auroc(scores, labels)
-    return {"auroc_micro": auroc, "auroc_macro": macro_auroc(scores, labels, frame_video_idx),
-            "eer": (eer_fpr + eer_fnr) / 2, "eer_fpr": eer_fpr, "eer_fnr": eer_fnr,
-            "n_frames": int(len(scores)), "n_anomalous_frames": int(np.sum(np.asarray(labels) == 1))}
+    videos = np.asarray(frame_video_idx)
+    both_classes = [v for v in np.unique(videos) if 0 < np.sum(np.asarray(labels)[videos == v]) < np.sum(videos == v)]
+    report = {"auroc_micro": auroc, "auroc_macro": macro_auroc(scores, labels, frame_video_idx),
+              "average_precision": average_precision(scores, labels),
+              "eer": (eer_fpr + eer_fnr) / 2, "eer_fpr": eer_fpr, "eer_fnr": eer_fnr,
+              "n_frames": int(len(scores)), "n_anomalous_frames": int(np.sum(np.asarray(labels) == 1)),
+              "n_videos": int(len(np.unique(videos))), "n_videos_in_macro": len(both_classes),
+              "smoothing_sigma": float(smoothing_sigma)}
+    if smoothing_sigma > 0:
+        smoothed = evaluation_report(smooth_scores(scores, frame_video_idx, smoothing_sigma), labels, frame_video_idx)
+        report.update({f"{key}_smoothed": smoothed[key] for key in ("auroc_micro", "auroc_macro",
+                                                                     "average_precision", "eer")})
+    return report
 
 
 PROTOCOL = """\

@@ -78,3 +78,19 @@ def pixel_auroc(score_maps: Iterable, masks: Iterable | None = None, *, merge_ev
 
 
 # ----------------------------------------------------------------- smoothing, per-video tables
+
+
+def pixel_auroc_of_frames(frame_size: tuple[int, int], frame_index: np.ndarray, boxes: np.ndarray,
+                          cube_scores: np.ndarray, masks: Iterable[np.ndarray]) -> float:
+    """Pixel AUROC of a test split, one frame at a time: `masks` yields frame 0, 1, … 's mask and
+    frame i's score map paints the boxes of the cubes with frame_index == i."""
+    order = np.argsort(frame_index, kind="stable")
+    sorted_index = np.asarray(frame_index)[order]
+
+    def pairs():
+        for i, mask in enumerate(masks):
+            first, last = np.searchsorted(sorted_index, [i, i + 1])
+            mine = order[first:last]
+            yield pixel_score_map(frame_size, boxes[mine], cube_scores[mine]), mask
+
+    return pixel_auroc(pairs())

@@ -112,3 +112,14 @@ def rbdc_tbdc(detections: np.ndarray, gt_regions: np.ndarray, num_frames: int,
 
 
 # ----------------------------------------------------------------- frame-level AP
+
+
+def detections_from_boxes(frame_index: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                          frame_video_idx: np.ndarray) -> np.ndarray:
+    """Cubes as `rbdc_tbdc` detections: (N, 7) [video, frame in its video (0-based), x1, y1, x2, y2, score]
+    in inclusive pixel coordinates (a cube crops [y1:y2, x1:x2] of its ceiled box)."""
+    video = np.asarray(frame_video_idx)[frame_index]
+    first_of_video = np.searchsorted(np.asarray(frame_video_idx), video)  # frame_video_idx is sorted
+    corners = np.ceil(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    corners[:, 2:] -= 1
+    return np.column_stack([video, frame_index - first_of_video, corners, scores]).astype(np.float64)

@@ -103,3 +103,54 @@ def plot_results(out: Path, split, store, cube_scores: np.ndarray, scores: np.nd
         titles.append(f"{split.video_names[video - 1]} frame {i - members[0] + 1}: score {scores[i]:.1f}"
                       f"{' (anomalous)' if split.labels[i] else ''}")
     plot_top_frames(out / "top_frames.png", frames, boxes, box_scores, masks, titles)
+
+
+def plot_video_scores(path: Path, scores: np.ndarray, labels: np.ndarray | None, title: str) -> None:
+    """One video's frame scores over time, ground-truth anomalous frames shaded."""
+    fig, ax = plt.subplots(figsize=(6.4, 2.2))
+    values = np.where(scores > NO_BOX_SCORE, scores, np.nan)
+    if labels is not None:
+        ax.fill_between(np.arange(len(scores)), 0, 1, where=labels > 0, color="tab:red", alpha=0.2,
+                        transform=ax.get_xaxis_transform(), label="anomalous (ground truth)")
+    ax.plot(values, color="tab:blue", lw=1, label="frame score")
+    ax.set_xlabel("frame", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_frame_and_heat_map(path: Path, frame: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray,
+                            mask: np.ndarray | None, score_map: np.ndarray, title: str) -> None:
+    """A frame with its boxes coloured by score (colour bar), and its per-pixel score map beside it;
+    the ground-truth anomaly is outlined in green on both."""
+    shown = score_map[score_map > NO_BOX_SCORE]
+    low, high = (float(shown.min()), float(shown.max())) if len(shown) else (0.0, 1.0)
+    high = high if high > low else low + 1.0
+    colour_map = plt.get_cmap("turbo")
+    canvas = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    contours = []
+    if mask is not None:
+        contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for box, score in sorted(zip(boxes, box_scores), key=lambda pair: pair[1]):  # highest drawn last
+        x1, y1, x2, y2 = ceil_box(box)
+        colour = tuple(int(255 * c) for c in colour_map((score - low) / (high - low))[:3])
+        cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), colour, 1)
+    cv2.drawContours(canvas, contours, -1, (0, 200, 0), 1)
+    heat = np.where(score_map > NO_BOX_SCORE, score_map, np.nan)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    axes[0].imshow(canvas)
+    axes[0].set_title("boxes coloured by score", fontsize=8)
+    axes[1].imshow(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cmap="gray")
+    image = axes[1].imshow(heat, cmap=colour_map, vmin=low, vmax=high, alpha=0.6)
+    for contour in contours:
+        axes[1].plot(*np.vstack([contour[:, 0], contour[:1, 0]]).T, color="lime", lw=1)
+    axes[1].set_title("pixel score map (max of box scores)", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(image, ax=list(axes), fraction=0.025, pad=0.01).ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
