@@ -297,16 +297,26 @@ def _transfer(spec: WeightSpec, url: str, destination: Path, partial: Path, prog
         if total is None and length is not None and length.isdigit():
             total = offset + int(length)
         received = offset
-        with open(partial, "ab" if offset else "wb") as out, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=spec.name,
-                     disable=None if progress else True, leave=False) as bar:
-            try:
-                while block := response.read(CHUNK_BYTES):
+        try:
+            out = open(partial, "ab" if offset else "wb")
+        except OSError as err:
+            raise VECError(f"cannot write {partial} ({_one_line(err)})") from None
+        with out, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=spec.name,
+                       disable=None if progress else True, leave=False) as bar:
+            while True:
+                try:
+                    block = response.read(CHUNK_BYTES)
+                except (OSError, http.client.HTTPException) as err:
+                    raise _Cut(f"{type(err).__name__}: {_one_line(err) or 'connection lost'}") from None
+                if not block:
+                    break
+                try:
                     out.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-            except (OSError, http.client.HTTPException) as err:
-                raise _Cut(f"{type(err).__name__}: {_one_line(err) or 'connection lost'}") from None
+                except OSError as err:
+                    raise VECError(f"cannot write {partial} ({_one_line(err)}); make room and run the command "
+                                   "again to resume") from None
+                received += len(block)
+                bar.update(len(block))
         if total is not None and received < total:
             raise _Cut(f"the connection closed after {received:,} of {total:,} bytes")
 
@@ -331,7 +341,10 @@ def fetch(spec: WeightSpec, dest_dir: str | Path | None = None, *, url: str | No
                            "delete it and run the command again") from None
         say(f"{spec.name}: {destination} is already present and verified, skipped ({what})")
         return destination
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VECError(f"cannot create the folder {folder} ({_one_line(err)})") from None
     resuming = partial.is_file() and partial.stat().st_size > 0
     say(f"{spec.name}: downloading {url} -> {destination}")
     try:
@@ -345,6 +358,8 @@ def fetch(spec: WeightSpec, dest_dir: str | Path | None = None, *, url: str | No
     except urllib.error.URLError as err:
         raise VECError(f"cannot reach {urllib.parse.urlsplit(url).netloc} ({_one_line(err.reason)}): offline? "
                        f"{_manual_steps(spec, destination)}") from None
+    except ValueError as err:  # not a URL urllib can open
+        raise VECError(f"cannot download {url} ({_one_line(err)}); {_manual_steps(spec, destination)}") from None
     except (OSError, http.client.HTTPException) as err:  # a timeout or reset before the first byte
         raise VECError(f"cannot download from {urllib.parse.urlsplit(url).netloc} ({type(err).__name__}: "
                        f"{_one_line(err) or 'no answer'}): offline? {_manual_steps(spec, destination)}") from None
