@@ -353,6 +353,7 @@ def fetch(spec: WeightSpec, dest_dir: str | Path | None = None, *, url: str | No
         raise VECError(f"download of {spec.filename} from {url} was interrupted ({cut}); the partial file "
                        f"{partial} is kept: run the command again to resume") from None
     except urllib.error.HTTPError as err:
+        err.close()
         raise VECError(f"{url} answered HTTP {err.code} {_one_line(err.reason)}: the link may be dead; "
                        f"{_manual_steps(spec, destination)}") from None
     except urllib.error.URLError as err:
@@ -408,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     getting.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds without data before giving up")
     getting.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on terminals only)")
     for sub in (listing, getting):
-        sub.add_argument("--dest", type=Path, metavar="DIR", help="put the files in DIR instead of their folders in the repository")
+        sub.add_argument("--dest", type=Path, metavar="DIR",
+                         help="put the files in DIR instead of their folders in the repository")
         sub.add_argument("--mirror", metavar="URL", default=os.environ.get(MIRROR_ENV) or None,
                          help=f"download URL/<file name> instead of the original address (default: ${MIRROR_ENV})")
     args = parser.parse_args(argv)
