@@ -252,6 +252,15 @@ def test_resumed_partial_failing_verification_is_deleted(server, tmp_path):
     assert server.requests[-1] == ("/file.bin", None) and path.read_bytes() == PAYLOAD
 
 
+def test_restart_failing_verification_does_not_blame_the_old_partial(server, tmp_path):
+    (tmp_path / "model-abc.pth.partial").write_bytes(b"\0" * 100)
+    server.honour_range = False
+    with pytest.raises(VECError) as err:
+        run(spec_for(server, sha256_prefix="deadbeef"), tmp_path)
+    assert "(the download was deleted)" in str(err.value) and "resuming" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_complete_partial_answered_416_is_verified_and_kept(server, tmp_path):
     (tmp_path / "model-abc.pth.partial").write_bytes(PAYLOAD)  # e.g. killed while verifying
     path, _ = run(spec_for(server), tmp_path)

@@ -254,8 +254,11 @@ def _content_range(response) -> tuple[int | None, int | None]:
 
 
 def _transfer(spec: WeightSpec, url: str, destination: Path, partial: Path, progress: bool, timeout: float,
-              say: Callable[[str], None]) -> None:
-    """Bring `partial` to the full file, resuming from its current length where the server allows it."""
+              say: Callable[[str], None]) -> bool:
+    """Bring `partial` to the full file, resuming from its current length where the server allows it.
+
+    Returns whether bytes from an earlier attempt were kept (resumed) rather than downloaded anew.
+    """
     cookies = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
     offset = partial.stat().st_size if partial.exists() else 0
@@ -277,7 +280,7 @@ def _transfer(spec: WeightSpec, url: str, destination: Path, partial: Path, prog
             _, total = _content_range(err)
             err.close()
             if total == offset:
-                return
+                return True
             say(f"{spec.name}: the server cannot resume {partial.name} from byte {offset:,}; starting over")
             partial.unlink()
             return _transfer(spec, url, destination, partial, progress, timeout, say)
@@ -289,10 +292,11 @@ def _transfer(spec: WeightSpec, url: str, destination: Path, partial: Path, prog
                 raise VECError(f"{url} resumed {spec.filename} at byte {first}, not {offset:,} as asked; "
                                f"delete {partial} and run the command again")
             say(f"{spec.name}: resuming {partial.name} from byte {offset:,}")
+            resumed = True
         else:
             if offset:
                 say(f"{spec.name}: the server does not resume downloads; starting {partial.name} over")
-            offset, total = 0, None
+            offset, total, resumed = 0, None, False
         length = response.headers.get("Content-Length")
         if total is None and length is not None and length.isdigit():
             total = offset + int(length)
@@ -319,6 +323,7 @@ def _transfer(spec: WeightSpec, url: str, destination: Path, partial: Path, prog
                 bar.update(len(block))
         if total is not None and received < total:
             raise _Cut(f"the connection closed after {received:,} of {total:,} bytes")
+    return resumed
 
 
 def fetch(spec: WeightSpec, dest_dir: str | Path | None = None, *, url: str | None = None, progress: bool = True,
@@ -345,10 +350,9 @@ def fetch(spec: WeightSpec, dest_dir: str | Path | None = None, *, url: str | No
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise VECError(f"cannot create the folder {folder} ({_one_line(err)})") from None
-    resuming = partial.is_file() and partial.stat().st_size > 0
     say(f"{spec.name}: downloading {url} -> {destination}")
     try:
-        _transfer(spec, url, destination, partial, progress, timeout, say)
+        resumed = _transfer(spec, url, destination, partial, progress, timeout, say)
     except _Cut as cut:
         raise VECError(f"download of {spec.filename} from {url} was interrupted ({cut}); the partial file "
                        f"{partial} is kept: run the command again to resume") from None
@@ -369,7 +373,7 @@ def fetch(spec: WeightSpec, dest_dir: str | Path | None = None, *, url: str | No
     except VECError as err:
         partial.unlink(missing_ok=True)
         how = ("after resuming an earlier partial download; the partial file was deleted, run the command "
-               "again to download it from scratch") if resuming else "the download was deleted"
+               "again to download it from scratch") if resumed else "the download was deleted"
         raise VECError(f"{_one_line(err)} ({how}); {_manual_steps(spec, destination)}") from None
     os.replace(partial, destination)
     say(f"{spec.name}: saved {destination} ({what})")
