@@ -169,9 +169,9 @@ def closed_port() -> int:
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_matches_the_loaders_and_config_defaults():
-    from FlowNet2_src.checkpoint import CHECKPOINT_URL as FLOWNET2_PAGE, DEFAULT_CHECKPOINT
-    from utils.cascade_rcnn import CHECKPOINT_URL as CASCADE_URL
-    from utils.raft_flow import WEIGHTS_URL as RAFT_URL
+    from utils.flow.flownet2 import CHECKPOINT_URL as FLOWNET2_PAGE, DEFAULT_CHECKPOINT
+    from utils.flow.raft import WEIGHTS_URL as RAFT_URL
+    from utils.foreground.detectors import CHECKPOINT_URL as CASCADE_URL
 
     assert WEIGHTS["cascade_rcnn"].url == CASCADE_URL
     assert WEIGHTS["raft"].url == RAFT_URL
@@ -468,3 +468,15 @@ def test_cli_dead_link_and_offline_exit_2_with_one_line(server, tmp_path):
                                      mirror=f"{LOCAL}{closed_port()}"))
     assert "cannot reach" in line and "offline?" in line and WEIGHTS["cascade_rcnn"].url in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoints_offer_the_fetch_command(tmp_path):
+    from utils.flow.flownet2 import load_flownet2
+    from utils.flow.raft import RaftFlow
+    from utils.foreground.detectors import load_cascade_rcnn
+
+    for name, load in (("flownet2", load_flownet2), ("raft", RaftFlow.from_checkpoint),
+                       ("cascade_rcnn", load_cascade_rcnn)):
+        with pytest.raises(VECError) as err:
+            load(tmp_path / "missing.pth")
+        assert fetch_hint(name) in str(err.value), name

@@ -72,7 +72,7 @@ class WeightSpec:
 
 
 def _loads_as_flownet2(path: Path) -> None:
-    from FlowNet2_src.checkpoint import load_flownet2  # torch only when a FlowNet2 file is checked
+    from utils.flow.flownet2 import load_flownet2  # torch only when a FlowNet2 file is checked
 
     try:
         load_flownet2(path)

@@ -23,8 +23,9 @@ def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch
     """
     path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_CHECKPOINT
     if not path.is_file():
-        raise VECError(f"FlowNet2 checkpoint {path} not found: download FlowNet2_checkpoint.pth.tar from "
-                       f"{CHECKPOINT_URL} into FlowNet2_src/pretrained/, or set flow_method = dis (no weights needed)")
+        raise VECError(f"FlowNet2 checkpoint {path} not found: run `python -m utils.weights fetch flownet2` (or "
+                       f"download FlowNet2_checkpoint.pth.tar from {CHECKPOINT_URL} into FlowNet2_src/pretrained/), "
+                       "or set flow_method = dis (no weights needed)")
     checkpoint = load_torch_file(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):

@@ -25,8 +25,8 @@ class RaftFlow(FlowBackend):
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "RaftFlow":
         path = Path(path)
         if not path.is_file():
-            raise VECError(f"RAFT weights {path} not found: download {WEIGHTS_URL} into FlowNet2_src/pretrained/, "
-                           "or set flow_method = dis (no weights needed)")
+            raise VECError(f"RAFT weights {path} not found: run `python -m utils.weights fetch raft` (or download "
+                           f"{WEIGHTS_URL} into FlowNet2_src/pretrained/), or set flow_method = dis (no weights needed)")
         model = raft_large(weights=None, progress=False)
         try:
             model.load_state_dict(load_torch_file(path))

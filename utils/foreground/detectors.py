@@ -26,8 +26,9 @@ def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = 
     """The model-zoo checkpoint (dict with `state_dict` and `meta`), loaded safely and strictly, eval mode."""
     path = Path(checkpoint_path)
     if not path.is_file():
-        raise VECError(f"Cascade R-CNN checkpoint {path} not found: download {CHECKPOINT_URL} into "
-                       "obj_det_checkpoints/, or use the reference's box files, or set detector = none in config.cfg")
+        raise VECError(f"Cascade R-CNN checkpoint {path} not found: run `python -m utils.weights fetch cascade_rcnn` "
+                       f"(or download {CHECKPOINT_URL} into obj_det_checkpoints/), or use the reference's box files, "
+                       "or set detector = none in config.cfg")
     checkpoint = load_torch_file(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     model = CascadeRCNN()
