@@ -165,6 +165,17 @@ def load_torch_file(path: Path, device: str = "cpu"):
                        "delete it and rerun the step that makes it") from None
 
 
+def load_state_dict_file(path: Path, missing_hint: str) -> dict | None:
+    """The weights of a checkpoint file: its `state_dict` entry, or the file itself when it is a
+    plain state dict; None when it holds neither. A missing file is a one-line error ending in `missing_hint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise VECError(f"{path} not found: {missing_hint}")
+    checkpoint = load_torch_file(path)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    return state if isinstance(state, dict) else None
+
+
 def seed_everything(seed: int, device: str = "cpu") -> None:
     """Seed torch and numpy; on a GPU also ask for deterministic kernels (README, Reproducibility)."""
     torch.manual_seed(seed)

@@ -9,7 +9,7 @@ import torch
 from FlowNet2_src import FlowNet2
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
-from utils.io import load_torch_file
+from utils.io import load_state_dict_file
 
 CHECKPOINT_URL = "https://drive.google.com/file/d/1hF8vS6YeHkx3j2pfCeQqqZGwA_PJq_Da/view?usp=sharing"
 DEFAULT_CHECKPOINT = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
@@ -22,13 +22,10 @@ def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch
     (strict), and nothing but tensors and plain values is unpickled (weights_only=True).
     """
     path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_CHECKPOINT
-    if not path.is_file():
-        raise VECError(f"FlowNet2 checkpoint {path} not found: run `python -m utils.weights fetch flownet2` (or "
-                       f"download FlowNet2_checkpoint.pth.tar from {CHECKPOINT_URL} into FlowNet2_src/pretrained/), "
-                       "or set flow_method = dis (no weights needed)")
-    checkpoint = load_torch_file(path)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
+    state = load_state_dict_file(path, "run `python -m utils.weights fetch flownet2` (or download "
+                                 f"FlowNet2_checkpoint.pth.tar from {CHECKPOINT_URL} into FlowNet2_src/pretrained/), "
+                                 "or set flow_method = dis (no weights needed)")
+    if state is None:
         raise VECError(f"{path} is not a FlowNet2 checkpoint (expected a dict with a 'state_dict')")
     model = FlowNet2()
     try:

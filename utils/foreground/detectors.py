@@ -13,7 +13,7 @@ import torch
 
 from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
 from utils.errors import VECError
-from utils.io import load_torch_file
+from utils.io import load_state_dict_file
 
 Detector = Callable[[Sequence[np.ndarray]], list]
 
@@ -25,14 +25,11 @@ CHECKPOINT_URL = ("https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/
 def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> CascadeRCNN:
     """The model-zoo checkpoint (dict with `state_dict` and `meta`), loaded safely and strictly, eval mode."""
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise VECError(f"Cascade R-CNN checkpoint {path} not found: run `python -m utils.weights fetch cascade_rcnn` "
-                       f"(or download {CHECKPOINT_URL} into obj_det_checkpoints/), or use the reference's box files, "
-                       "or set detector = none in config.cfg")
-    checkpoint = load_torch_file(path)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    state = load_state_dict_file(path, "run `python -m utils.weights fetch cascade_rcnn` (or download "
+                                 f"{CHECKPOINT_URL} into obj_det_checkpoints/), or use the reference's box files, "
+                                 "or set detector = none in config.cfg")
     model = CascadeRCNN()
-    if not isinstance(state, dict) or set(state) != set(model.state_dict()):
+    if state is None or set(state) != set(model.state_dict()):
         raise VECError(f"{path} is not the MMDetection 2/3 Cascade R-CNN R101-FPN checkpoint; use {CHECKPOINT_NAME} "
                        "(the reference's 2018 mmdet v1 file has other conventions and is not supported)")
     model.load_state_dict(state, strict=True)
