@@ -160,8 +160,9 @@ def load_torch_file(path: Path, device: str = "cpu"):
         reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
         raise VECError(f"{path} holds objects that cannot be loaded safely ({reason}); "
                        "re-save it with plain tensors, arrays and dicts") from None
-    except (EOFError, RuntimeError) as err:
-        raise VECError(f"{path} is truncated or not a torch file ({str(err).splitlines()[0] or type(err).__name__}); "
+    except Exception as err:  # a cut or foreign file fails inside torch.load in many ways (EOF, zip, index)
+        reason = (str(err).splitlines() or [""])[0] or type(err).__name__
+        raise VECError(f"{path} is truncated or not a torch file ({reason}); "
                        "delete it and rerun the step that makes it") from None
 
 
