@@ -10,6 +10,7 @@ from utils.datasets import context_range
 GOLDEN = json.loads((Path(__file__).parent / "data" / "context_ranges.json").read_text())
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("case", sorted(GOLDEN))
 def test_context_range_matches_reference(case):
     mode, n = case.rsplit("_", 1)

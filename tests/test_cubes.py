@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from utils.foreground import compute_split_boxes
 from utils.cubes import CubeStore, block_indices, build_cubes, crop_cubes
@@ -10,6 +11,7 @@ from utils.datasets import open_split
 GOLDEN = np.load(Path(__file__).parent / "data" / "cubes.npz")
 
 
+@pytest.mark.parity
 def test_crop_cubes_matches_reference_get_foreground():
     raw = crop_cubes(GOLDEN["raw"], GOLDEN["boxes"], patch_size=32)
     assert raw.shape == (5, 5, 3, 32, 32) and raw.dtype == np.uint8

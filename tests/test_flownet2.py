@@ -25,6 +25,7 @@ def test_state_dict_equals_official_checkpoint_keys():
     assert [[k, list(v.shape)] for k, v in FlowNet2().state_dict().items()] == manifest
 
 
+@pytest.mark.parity
 def test_correlation_matches_cuda_kernel():
     out = Correlation(20, 1, 20, 1, 2, 1)(_t("corr_flownetc_in1"), _t("corr_flownetc_in2"))
     np.testing.assert_allclose(out.numpy(), OPS["corr_flownetc_out"], atol=1e-5, rtol=0)
@@ -33,6 +34,7 @@ def test_correlation_matches_cuda_kernel():
     np.testing.assert_allclose(out.numpy(), OPS["corr_k3_out"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parity
 def test_resample_and_channelnorm_match_cuda_kernels():
     np.testing.assert_allclose(Resample2d()(_t("resample_img"), _t("resample_flow")).numpy(), OPS["resample_out"],
                                atol=1e-5, rtol=0)
@@ -45,16 +47,21 @@ def _golden_model():
     return model.eval()
 
 
+# FlowNet2 has no discrete step (no sorting, no thresholds): compared element-wise. Measured across CPU kernels
+# (tests/noise_report.py: oneDNN/ATen/MKL at AVX-512, AVX2, SSE4.1; 1 or 2 threads) the full forward lies within
+# 3.0e-6 of the largest golden value and the ops within 2.4e-7 absolute; 1e-4 and 1e-5 leave >= 30x headroom.
 def _assert_golden_flow(flow):
     expected = FORWARD["flow"]
     np.testing.assert_allclose(flow, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
+@pytest.mark.parity
 def test_full_network_matches_reference():
     with torch.no_grad():
         _assert_golden_flow(_golden_model()(torch.from_numpy(FORWARD["inputs"])).numpy())
 
 
+@pytest.mark.parity
 def test_official_checkpoint_structure_loads_and_reproduces_golden_flow(tmp_path):
     path = tmp_path / "FlowNet2_checkpoint.pth.tar"
     torch.save({"state_dict": det_fill(FlowNet2().state_dict()), "epoch": 0, "best_EPE": 1.0}, path)

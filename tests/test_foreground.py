@@ -12,6 +12,7 @@ PARAMS = {"UCSDped2": (0.5, 100, 0.6, 100, 18, 2, 3), "avenue": (0.25, 1600, 0.6
           "ShanghaiTech": (0.5, 64, 0.65, 64, 15, 2, 5)}
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("ds", sorted(PARAMS))
 def test_box_pipeline_matches_reference(ds):
     score_thr, min_area, cover_thr, area_thr, binary_thr, extend, blur = PARAMS[ds]

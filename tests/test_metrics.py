@@ -2,18 +2,21 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from utils.metrics import evaluation_report, frame_auroc, macro_auroc, save_roc_pr_curve_data
 
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.mark.parity
 def test_frame_auroc_matches_reference():
     g = np.load(DATA / "metrics.npz")
     auc, eer1, eer2 = frame_auroc(g["scores"], g["labels"])
     assert abs(auc - g["auc"]) < 1e-9 and abs(eer1 - g["eer1"]) < 1e-9 and abs(eer2 - g["eer2"]) < 1e-9
 
 
+@pytest.mark.parity
 def test_saved_curves_match_reference(tmp_path):
     g = np.load(DATA / "metrics.npz")
     expected = np.load(DATA / "metrics_saved.npz")

@@ -21,6 +21,7 @@ def test_state_dict_keys_and_shapes_equal_reference(cls, key, tot_of_num):
     assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == MANIFEST[key]
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("golden, cls, tot_of_num, raw_range", [
     ("selfcomplete_full_of5_nf8.npz", SelfCompleteNetFull, 5, None),
     ("selfcomplete_net4_of1_nf8.npz", SelfCompleteNet4, 1, None),
@@ -34,6 +35,8 @@ def test_forward_matches_reference(golden, cls, tot_of_num, raw_range):
     model.eval()
     with torch.no_grad():
         outputs = model(torch.from_numpy(data["x"]), torch.from_numpy(data["x_of"]))
+    # Measured across CPU kernels (tests/noise_report.py): outputs within 5.3e-7 (1.2e-6 of the largest
+    # value); targets are copied inputs and equal. 1e-5 leaves 19x headroom.
     for name, value in zip(("of_outputs", "raw_outputs", "of_targets", "raw_targets"), outputs):
         np.testing.assert_allclose(value.numpy(), data[name], atol=1e-5, rtol=0, err_msg=name)
 

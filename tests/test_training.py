@@ -68,7 +68,10 @@ def test_frame_scores_are_max_of_box_scores(small_synthetic, stores, tmp_path):
     raw, of = cube_errors(model, test_store, np.arange(len(test_store)), 64, "cpu", True)
     tr, to = trained.raw_scores[0][0], trained.of_scores[0][0]
     expected = cloze.w_raw * (raw - tr.mean()) / tr.std() + cloze.w_of * (of - to.mean()) / to.std()
-    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    # Batches of 32 there and 64 here may take other kernels, whose last bits differ (they were equal with every
+    # CPU setting tried here). The scores are centred, so some lie near 0, where a relative tolerance alone would
+    # ask for more than float32 gives: 1e-5 of their range is allowed too.
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
     frames = frame_scores(len(split), (160, 240), test_store.frame_index, test_store.boxes, scores)
     for i in range(len(split)):
