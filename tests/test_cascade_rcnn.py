@@ -86,6 +86,7 @@ def test_preprocessing_matches_mmdet(model):
 
 
 @pytest.mark.parity
+@pytest.mark.slow  # a full R101 pass
 def test_fpn_outputs(feats):
     for level, feat in zip(range(2, 7), feats):
         _close(feat, f"neck_p{level}")
@@ -109,6 +110,7 @@ def test_proposals_from_golden_features(model, golden_feats):
 
 
 @pytest.mark.parity
+@pytest.mark.slow  # a full R101 pass
 def test_proposals_end_to_end(model, feats):
     with torch.no_grad():
         proposals, scores = model.proposals_with_scores(feats, IMG_SHAPE)
@@ -175,6 +177,7 @@ def test_postprocessing_of_golden_stage_outputs(model):
 
 
 @pytest.mark.parity
+@pytest.mark.slow  # a full R101 pass
 def test_final_detections(model, golden_feats):
     with torch.no_grad():
         inputs = torch.from_numpy(GOLDEN["inputs"])
@@ -185,6 +188,7 @@ def test_final_detections(model, golden_feats):
 
 
 @pytest.mark.parity
+@pytest.mark.slow  # a full R101 pass
 def test_model_zoo_checkpoint_loads_strictly(tmp_path, model):
     path = tmp_path / "cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth"
     torch.save({"state_dict": det_fill(CascadeRCNN().state_dict()),
@@ -207,6 +211,7 @@ def test_missing_or_legacy_checkpoint_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parity
+@pytest.mark.slow  # a full R101 pass
 def test_batched_detector_equals_one_at_a_time(model):
     frame = GOLDEN["image_bgr"]
     detector = CascadeRCNNDetector(model, batch_size=2, score_thr=0.0, scale=(384, 256))
@@ -227,6 +232,7 @@ def test_mmdet_backend_explains_how_to_install():
         MMDetDetector.from_checkpoint("config.py", "checkpoint.pth")
 
 
+@pytest.mark.slow  # a full R101 pass
 def test_config_detector_feeds_the_box_pipeline(tmp_path, small_synthetic):
     """detector = cascade_rcnn as train.py builds it, on a real frame, through docs/method.md §3's steps."""
     from utils.foreground import build_detector, frame_boxes
