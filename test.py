@@ -6,7 +6,7 @@ from utils.pipeline import run_testing
 
 def main(cfg, args):
     if args.video:
-        return score_videos(cfg, args)
+        return main_videos(cfg, args)
     if args.model is not None or args.labels is not None or args.fps is not None:
         raise VECError("--model, --labels and --fps go with --video PATH")
     report = run_testing(cfg)
@@ -16,7 +16,7 @@ def main(cfg, args):
     print(f"frame-level AUROC (micro) on {report['dataset']}: {report['auroc_micro']:.4f}")
 
 
-def score_videos(cfg, args):
+def main_videos(cfg, args):
     from utils.video_pipeline import score_videos
 
     for s in score_videos(cfg, args.video, args.model, args.labels, 25.0 if args.fps is None else args.fps):
