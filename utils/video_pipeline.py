@@ -130,7 +130,7 @@ def _unique_names(sources: list[VideoSource]) -> None:
     for source in sources:
         if source.name in seen:
             raise VECError(f"{seen[source.name]} and {source.path} would share the name {source.name!r} "
-                           "(results/videos/<name>/); rename one of them")
+                           "(their file stem or folder name); rename one of them")
         seen[source.name] = source.path
 
 
