@@ -121,13 +121,15 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
                        w_block=ds.w_block, block_mode=options.block_mode, settings=settings)
 
 
-def run_training(cfg: RunConfig) -> dict:
-    """boxes → cubes → one cloze network per block → training-score statistics → saved model."""
+def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
+    """boxes → cubes → one cloze network per block → training-score statistics → saved model.
+
+    `split`: the training frames (default: the configured dataset's train split)."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     started = time.time()
     check_can_create(cfg.work_dir)  # a file in the way fails now, not after the training
-    split = open_dataset_split(cfg, "train")
+    split = split if split is not None else open_dataset_split(cfg, "train")
     require_flow(cfg, split)
     store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
     if len(store) < 2:

@@ -88,9 +88,11 @@ def cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_s
     batches = cube_batches(store, indices, batch_size, device)
     for raw, flow in tqdm(batches, total=-(-len(indices) // batch_size), desc=label, unit="batch", disable=not progress):
         of_out, raw_out, of_target, raw_target = model(raw, flow)
-        raw_scores.append(((raw_target - raw_out) ** 2).flatten(1).sum(1).double().cpu().numpy())
+        # Copied out of the tensors: numpy views would keep one small torch allocation per batch
+        # alive, which pins the freed batch buffers around it (heap memory grew with the cube count).
+        raw_scores.append(((raw_target - raw_out) ** 2).flatten(1).sum(1).double().cpu().numpy().copy())
         if use_flow:
-            of_scores.append(((of_target - of_out) ** 2).flatten(1).sum(1).double().cpu().numpy())
+            of_scores.append(((of_target - of_out) ** 2).flatten(1).sum(1).double().cpu().numpy().copy())
     empty = np.zeros(0)
     return (np.concatenate(raw_scores) if raw_scores else empty,
             (np.concatenate(of_scores) if of_scores else empty) if use_flow else None)
