@@ -127,9 +127,9 @@ def _collective(what: str, call, *args, **kwargs):
         return call(*args, **kwargs)
     except RuntimeError as err:  # dist.DistError and gloo's connection errors
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's source location
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without gloo's source location and advice
         raise VECError(f"lost the other processes while {what} ({first[:200]}): another rank failed "
-                       f"(its error is above) or waited longer than {TIMEOUT_VARIABLE} minutes") from None
+                       f"(see its own error line) or took longer than {TIMEOUT_VARIABLE} minutes") from None
 
 
 def barrier() -> None:

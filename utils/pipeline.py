@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -153,14 +154,20 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
     # Each rank crops its videos' cubes into a part store; rank 0 joins the parts in rank
     # order (the store one process would have made) while the others wait; all open it.
     part = directory.with_name(f"{directory.name}.rank{distributed.rank()}")
-    build_cubes(split, boxes, cfg.flow_dir, part, patch_size=ds.patch_size,
-                context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
-                border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
-                w_block=ds.w_block, block_mode=options.block_mode, settings=settings,
-                progress=distributed.is_main(), frames=frames_of_this_rank(split))
-    parts = distributed.gather_objects(part)
-    if distributed.is_main():
-        merge_cube_stores(parts, directory, store_capacity(boxes, options.block_mode))
+    try:
+        build_cubes(split, boxes, cfg.flow_dir, part, patch_size=ds.patch_size,
+                    context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
+                    border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
+                    w_block=ds.w_block, block_mode=options.block_mode, settings=settings,
+                    progress=distributed.is_main(), frames=frames_of_this_rank(split))
+        parts = distributed.gather_objects(part)
+        if distributed.is_main():
+            merge_cube_stores(parts, directory, store_capacity(boxes, options.block_mode))
+            for stale in directory.parent.glob(f"{directory.name}.rank*"):  # of a killed run with more ranks
+                shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)  # no part left behind when a rank failed
+        raise
     distributed.barrier()
     return CubeStore.open(directory)
 

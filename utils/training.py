@@ -104,7 +104,8 @@ def train_block(model: nn.Module, store: CubeStore, indices: np.ndarray, cloze: 
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(seen, 1):.5f}")
         if world_size > 1:  # this rank's sum of per-cube losses -> the epoch's mean over all cubes
-            total, seen = distributed.sum_over_ranks(torch.tensor([total, float(seen)], dtype=torch.float64)).tolist()
+            counts = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)  # nccl: on the GPU
+            total, seen = distributed.sum_over_ranks(counts).tolist()
         epoch_losses.append(total / seen)
     bar.close()
     return epoch_losses
