@@ -1,4 +1,9 @@
-"""What the entry scripts share: `--config`, `--set`, and one-line errors with exit status 2."""
+"""What the entry scripts share: `--config`, `--set`, and one-line errors with exit status 2.
+
+Started by torchrun, every process joins the process group for the script's duration
+(utils/distributed.py); only rank 0 prints (the others print nothing but their errors),
+and an error line names the rank it comes from.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +12,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from utils import distributed
 from utils.config import RunConfig, load_config
 from utils.errors import VECError
 
@@ -22,10 +28,12 @@ def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace],
         add_arguments(parser)
     args = parser.parse_args()
     try:
-        main(load_config(args.config, args.overrides), args)
+        cfg = load_config(args.config, args.overrides)
+        with distributed.process_group(cfg.device), distributed.quiet_unless_main():
+            main(cfg, args)
     except VECError as err:
         _close_progress_bars()  # else a bar left open would be redrawn at exit, after the error line
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {distributed.error_prefix()}{err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         _close_progress_bars()

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -129,12 +131,13 @@ class _FrameCache:
 def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, *, patch_size: int,
                 context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
                 h_block: int, w_block: int, block_mode: int, settings: dict | None = None,
-                progress: bool = True) -> CubeStore:
+                progress: bool = True, frames: Sequence[int] | None = None) -> CubeStore:
     """Crop the cubes of every box of `split` into a store at `directory`.
 
     Cubes whose flow is all zero (mean over time of the sum of squares <= motion_thr) are
     dropped, as the reference does. `settings` is recorded so a later run can tell
-    whether the store can be reused.
+    whether the store can be reused. With `frames` (increasing), only those frames' cubes:
+    a part that `merge_cube_stores` joins with the parts of the following frames.
     """
     if len(all_boxes) != len(split):
         raise ValueError(f"{len(all_boxes)} box lists for {len(split)} frames")
@@ -143,18 +146,60 @@ def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, 
         _write_cubes(split, all_boxes, flow_root, partial, patch_size=patch_size,
                      context_frame_num=context_frame_num, context_of_num=context_of_num,
                      border_mode=border_mode, motion_thr=motion_thr, h_block=h_block, w_block=w_block,
-                     block_mode=block_mode, settings=settings, progress=progress)
+                     block_mode=block_mode, settings=settings, progress=progress, frames=frames)
+    return CubeStore.open(directory)
+
+
+def store_capacity(all_boxes, block_mode: int, frames: Sequence[int] | None = None) -> int:
+    """Rows reserved in a store's files: every box of `frames` (all frames) in each of its possible blocks."""
+    copies = 1 if block_mode <= 1 else (5 if block_mode < 9 else 9)
+    frames = range(len(all_boxes)) if frames is None else frames
+    return max(1, sum(len(all_boxes[i]) for i in frames) * copies)
+
+
+def merge_cube_stores(parts: Sequence[Path], directory: Path, capacity: int, chunk: int = 2048) -> CubeStore:
+    """One store at `directory` from part stores of consecutive frame shares (in that order).
+
+    Rows, index and meta are what `build_cubes` over all frames writes, given the same
+    `capacity` (`store_capacity` of all boxes); the parts are removed afterwards.
+    """
+    opened = [CubeStore.open(part) for part in parts]
+    metas = [json.loads((Path(part) / "meta.json").read_text()) for part in parts]
+    count = sum(len(store) for store in opened)
+    first = opened[0]
+    raw_shape, flow_shape = (capacity, *first.raw.shape[1:]), (capacity, *first.flow.shape[1:])
+    with atomic_dir(directory) as partial:
+        require_free_space(partial, int(np.prod(raw_shape)) + 4 * int(np.prod(flow_shape)), "the cubes")
+        raw = preallocated_npy(partial / "raw.npy", np.uint8, raw_shape)
+        flow = preallocated_npy(partial / "flow.npy", np.float32, flow_shape)
+        row = 0
+        for store in opened:
+            for start in range(0, len(store), chunk):
+                stop = min(start + chunk, len(store))
+                raw[row + start:row + stop] = store.raw[start:stop]
+                flow[row + start:row + stop] = store.flow[start:stop]
+            row += len(store)
+        raw.flush()
+        flow.flush()
+        del raw, flow
+        np.savez(partial / "index.npz", frame_index=np.concatenate([s.frame_index for s in opened]).astype(np.int64),
+                 boxes=np.concatenate([s.boxes for s in opened]).astype(np.float64).reshape(-1, 4),
+                 blocks=np.concatenate([s.blocks for s in opened]).astype(np.int64).reshape(-1, 2))
+        (partial / "meta.json").write_text(json.dumps({**metas[0], "count": count}, indent=1))
+    del opened, first
+    for part in parts:
+        shutil.rmtree(part, ignore_errors=True)
     return CubeStore.open(directory)
 
 
 def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *, patch_size: int,
                  context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
-                 h_block: int, w_block: int, block_mode: int, settings: dict | None, progress: bool) -> int:
+                 h_block: int, w_block: int, block_mode: int, settings: dict | None, progress: bool,
+                 frames: Sequence[int] | None = None) -> int:
     sample = split.read_frame(0)
     height, width = sample.shape[:2]
     h_step, w_step = height / h_block, width / w_block
-    copies = 1 if block_mode <= 1 else (5 if block_mode < 9 else 9)
-    capacity = max(1, sum(len(b) for b in all_boxes) * copies)
+    capacity = store_capacity(all_boxes, block_mode, frames)
     t_raw = (context_frame_num + 1) if border_mode == "predict" else 2 * context_frame_num + 1
     t_of = (context_of_num + 1) if border_mode == "predict" else 2 * context_of_num + 1
     raw_shape, flow_shape = (capacity, t_raw, 3, patch_size, patch_size), (capacity, t_of, 2, patch_size, patch_size)
@@ -166,7 +211,9 @@ def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *
     read_frame = _FrameCache(split.read_frame)
     read_flow_of = _FrameCache(lambda i: read_flow(flow_file_path(flow_root, split, i)))
     count = 0
-    for i in tqdm(range(len(split)), desc=f"cubes ({split.split})", unit="frame", disable=not progress):
+    frames = range(len(split)) if frames is None else frames
+    for i in tqdm(frames, desc=f"cubes ({split.split})", unit="frame", disable=not progress):
+        i = int(i)
         boxes = np.asarray(all_boxes[i]).reshape(-1, 4) if len(all_boxes[i]) else np.zeros((0, 4))
         if len(boxes) == 0:
             continue

@@ -11,11 +11,17 @@
 
 Each step reads the settings it needs from a `RunConfig` and calls the library functions
 (which take explicit arguments). docs/architecture.md draws the same path.
+
+Under torchrun (utils/distributed.py) every rank runs each step: flow, boxes and cubes
+of its share of the videos (`frames_of_this_rank`), its share of each training batch and
+of the cubes to score; rank 0 writes the shared files (box file, merged cube store, model,
+results) while the others wait. In a single process none of this changes anything.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,8 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from utils import distributed
 from utils.config import RunConfig, resolve_device
-from utils.cubes import CubeStore, build_cubes, read_store_settings
+from utils.cubes import CubeStore, build_cubes, merge_cube_stores, read_store_settings, store_capacity
 from utils.datasets import VideoSplit, generate_synthetic, open_split, synthetic_is_current
 from utils.datasets.regions import REGION_FOLDER, read_region_ground_truth, region_files
 from utils.errors import VECError
@@ -42,9 +49,11 @@ from utils.training import load_trained, save_trained, train_blocks
 
 
 def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:
-    """The split's frames; the built-in synthetic dataset is generated on first use."""
-    if cfg.dataset_name == "synthetic" and not synthetic_is_current(cfg.dataset_dir):
-        generate_synthetic(cfg.dataset_dir, seed=cfg.seed)
+    """The split's frames; the built-in synthetic dataset is generated on first use (by rank 0)."""
+    if cfg.dataset_name == "synthetic":
+        if distributed.is_main() and not synthetic_is_current(cfg.dataset_dir):
+            generate_synthetic(cfg.dataset_dir, seed=cfg.seed)
+        distributed.barrier()
     return open_split(cfg.dataset_dir, cfg.dataset.layout, split)
 
 
@@ -53,7 +62,19 @@ def compute_flow(cfg: RunConfig, split: VideoSplit, device: str) -> int:
     backend = build_flow_backend(cfg.dataset.flow_method, device=device,
                                  flownet2_checkpoint=cfg.dataset.flownet2_checkpoint,
                                  raft_weights=cfg.dataset.raft_weights)
-    return compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size)
+    if not distributed.active():
+        return compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size)
+    written = compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size,
+                                 progress=distributed.is_main(), frames=frames_of_this_rank(split))
+    return sum(distributed.gather_objects(written))
+
+
+def frames_of_this_rank(split: VideoSplit) -> np.ndarray:
+    """The frames of this rank's videos: consecutive videos, shared out by frame count, so the
+    ranks' frames in rank order are the split's frames in order (all of them in one process)."""
+    first, stop = distributed.share_bounds(len(split.video_names), distributed.rank(), distributed.world_size(),
+                                           split.video_lengths)
+    return np.flatnonzero((split.frame_video_idx > first) & (split.frame_video_idx <= stop))
 
 
 def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
@@ -88,9 +109,18 @@ def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.nd
         return build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
                               device=device, batch_size=ds.detector_batch_size)
 
-    return split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
-                       reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
-                       batch_size=ds.detector_batch_size, settings=box_settings(cfg))
+    if not distributed.active():
+        return split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
+                           reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
+                           batch_size=ds.detector_batch_size, settings=box_settings(cfg))
+    # Each rank its videos' boxes; all get every frame's boxes; rank 0 writes the file.
+    boxes = split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
+                        reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
+                        batch_size=ds.detector_batch_size, settings=box_settings(cfg),
+                        progress=distributed.is_main(), frames=frames_of_this_rank(split),
+                        gather=distributed.gather_objects, save=distributed.is_main())
+    distributed.barrier()  # the box file is written (or reused) before anyone goes on
+    return boxes
 
 
 def boxes_fingerprint(boxes: list[np.ndarray]) -> str:
@@ -112,13 +142,34 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
                 "context_of_num": cloze.context_of_num, "border_mode": cloze.border_mode, "motion_thr": ds.motion_thr,
                 "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method, "block_mode": options.block_mode,
                 "boxes": boxes_fingerprint(boxes)}
-    if options.reuse_cubes and read_store_settings(directory) == settings:
+    reuse = options.reuse_cubes and read_store_settings(directory) == settings
+    if distributed.broadcast_object(reuse):  # rank 0 decides for all
         print(f"cubes: reusing {directory}")
         return CubeStore.open(directory)
-    return build_cubes(split, boxes, cfg.flow_dir, directory, patch_size=ds.patch_size,
-                       context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
-                       border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
-                       w_block=ds.w_block, block_mode=options.block_mode, settings=settings)
+    if not distributed.active():
+        return build_cubes(split, boxes, cfg.flow_dir, directory, patch_size=ds.patch_size,
+                           context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
+                           border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
+                           w_block=ds.w_block, block_mode=options.block_mode, settings=settings)
+    # Each rank crops its videos' cubes into a part store; rank 0 joins the parts in rank
+    # order (the store one process would have made) while the others wait; all open it.
+    part = directory.with_name(f"{directory.name}.rank{distributed.rank()}")
+    try:
+        build_cubes(split, boxes, cfg.flow_dir, part, patch_size=ds.patch_size,
+                    context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
+                    border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
+                    w_block=ds.w_block, block_mode=options.block_mode, settings=settings,
+                    progress=distributed.is_main(), frames=frames_of_this_rank(split))
+        parts = distributed.gather_objects(part)
+        if distributed.is_main():
+            merge_cube_stores(parts, directory, store_capacity(boxes, options.block_mode))
+            for stale in directory.parent.glob(f"{directory.name}.rank*"):  # of a killed run with more ranks
+                shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)  # no part left behind when a rank failed
+        raise
+    distributed.barrier()
+    return CubeStore.open(directory)
 
 
 def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
@@ -135,9 +186,18 @@ def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
     if len(store) < 2:
         raise VECError(f"only {len(store)} training cubes were found; check the boxes and the optical flow")
     print(f"training on {len(store)} cubes from {len(split)} frames ({device})")
-    trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed)
-    paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
-                         scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
+    if not distributed.active():
+        trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed)
+        paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
+                             scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
+    else:  # DistributedDataParallel; rank 0 writes the files while the others wait
+        trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed,
+                               progress=distributed.is_main(), parallel=True)
+        paths = None
+        if distributed.is_main():
+            paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode,
+                                 cfg.method, scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
+        paths = distributed.broadcast_object(paths)
     return {"n_cubes": len(store), "n_frames": len(split), "seconds": time.time() - started,
             "saved": [str(p) for p in paths]}
 
@@ -166,7 +226,10 @@ def run_testing(cfg: RunConfig) -> dict:
         raise VECError(f"no test cubes: the boxes of {cfg.dataset_name}'s test split (thresholds in "
                        f"[{cfg.dataset_name}]) left none with motion, so there is nothing to score; "
                        "lower area_thr / binary_thr or check the optical flow")
-    cube_scores = score_cubes(store, trained, cfg.cloze, device)
+    cube_scores = score_cubes(store, trained, cfg.cloze, device, progress=distributed.is_main(),
+                              parallel=distributed.active())
+    if not distributed.is_main():  # rank 0 evaluates and writes the results
+        return distributed.broadcast_object(None)
     frame_size = tuple(split.read_frame(0).shape[:2])
     scores = frame_scores(len(split), frame_size, store.frame_index, store.boxes, cube_scores)
 
@@ -179,7 +242,7 @@ def run_testing(cfg: RunConfig) -> dict:
     with atomic_dir(out) as staging:
         write_results(staging, cfg, split, store, cube_scores, scores, report)
     report["results_dir"] = str(out)
-    return report
+    return distributed.broadcast_object(report)
 
 
 def evaluate(cfg: RunConfig, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray,

@@ -12,15 +12,19 @@ import numpy as np
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore, ceil_box
 from utils.errors import VECError
-from utils.training import TrainedBlocks, cube_errors, make_network
+from utils.training import TrainedBlocks, cube_errors, distributed_cube_errors, make_network
 
 NO_BOX_SCORE = -100000.0
 NO_MODEL_SCORE = 100000.0
 
 
 def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, device: str,
-                batch_size: int | None = None, progress: bool = True) -> np.ndarray:
-    """Normalised anomaly score of every cube of a test store."""
+                batch_size: int | None = None, progress: bool = True, parallel: bool = False) -> np.ndarray:
+    """Normalised anomaly score of every cube of a test store.
+
+    `parallel`: every rank of the current torchrun group calls this; each scores its
+    contiguous share of each block's cubes and all get every score, in store order.
+    """
     scores = np.full(len(store), NO_MODEL_SCORE)
     for h, row in enumerate(trained.states):
         for w, state in enumerate(row):
@@ -36,8 +40,9 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
                                f"context_of_num = {cloze.context_of_num}): {first}; set them as when it was "
                                "trained, or rerun `python train.py`") from None
             model.to(device)
-            raw, of = cube_errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
-                                  progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""))
+            errors = distributed_cube_errors if parallel else cube_errors
+            raw, of = errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
+                             progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""))
             train_raw = trained.raw_scores[h][w]
             block_scores = cloze.w_raw * (raw - train_raw.mean()) / train_raw.std()
             if cloze.use_flow:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models import build_cloze_network, strip_data_parallel_prefix
+from utils import distributed
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
 from utils.errors import VECError
@@ -34,26 +35,45 @@ def make_network(cloze: ClozeConfig) -> nn.Module:
 
 
 def cube_batches(store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
-                 generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+                 generator: torch.Generator | None = None, rank: int = 0,
+                 world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
     """Network inputs for batches of cubes: raw (B, 3T, p, p) in [0, 1] and flow (B, 2T_of, p, p).
 
     With a generator the order is shuffled (as DataLoader(shuffle=True)); rows of a batch
     are read from the memory map in file order, which is faster and changes nothing.
+    With world_size > 1 every rank draws the same permutation and takes its contiguous
+    share (`distributed.share_bounds`) of each global batch of `batch_size` cubes, so the
+    cubes of a step over all ranks are the single-process batch (a share may be empty).
     """
     if generator is not None:
         indices = indices[torch.randperm(len(indices), generator=generator).numpy()]
     for start in range(0, len(indices), batch_size):
         rows = np.sort(indices[start:start + batch_size])
+        if world_size > 1:
+            first, stop = distributed.share_bounds(len(rows), rank, world_size)
+            rows = rows[first:stop]
         raw = torch.from_numpy(np.ascontiguousarray(store.raw[rows]))
         flow = torch.from_numpy(np.ascontiguousarray(store.flow[rows]))
-        raw = raw.reshape(len(rows), -1, *raw.shape[-2:]).to(device=device, dtype=torch.float32) / 255.0
-        flow = flow.reshape(len(rows), -1, *flow.shape[-2:]).to(device=device, dtype=torch.float32)
+        raw = raw.flatten(1, 2).to(device=device, dtype=torch.float32) / 255.0  # (B, T, 3, p, p) -> (B, 3T, p, p)
+        flow = flow.flatten(1, 2).to(device=device, dtype=torch.float32)
         yield raw, flow
 
 
+def _share_of_batch_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Sum over this rank's cubes of each cube's mean squared error (0 for no cubes)."""
+    return ((output - target) ** 2).flatten(1).mean(1).sum()
+
+
 def train_block(model: nn.Module, store: CubeStore, indices: np.ndarray, cloze: ClozeConfig, device: str,
-                generator: torch.Generator, progress: bool = True, label: str = "") -> list[float]:
-    """Train `model` in place on the cubes `indices`; returns the mean loss of each epoch."""
+                generator: torch.Generator, progress: bool = True, label: str = "", rank: int = 0,
+                world_size: int = 1) -> list[float]:
+    """Train `model` in place on the cubes `indices`; returns the mean loss of each epoch.
+
+    With world_size > 1, `model` is wrapped in DistributedDataParallel (`distributed.
+    data_parallel`) and every rank calls this: each takes its share of every global batch,
+    and its loss is its cubes' part of the global batch's mean times world_size, so that
+    DDP's average of the gradients is the gradient of the single-process loss.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=cloze.learning_rate, eps=1e-7, weight_decay=0.0)
     mse = nn.MSELoss()
     model.train()
@@ -62,18 +82,30 @@ def train_block(model: nn.Module, store: CubeStore, indices: np.ndarray, cloze: 
     bar = tqdm(total=cloze.epochs * n_batches, desc=f"train{label}", unit="batch", disable=not progress)
     for epoch in range(cloze.epochs):
         total, seen = 0.0, 0
-        for raw, flow in cube_batches(store, indices, cloze.batch_size, device, generator):
+        batches = cube_batches(store, indices, cloze.batch_size, device, generator, rank, world_size)
+        for step, (raw, flow) in enumerate(batches):
             of_out, raw_out, of_target, raw_target = model(raw, flow)
-            loss = cloze.lambda_raw * mse(raw_out, raw_target)
-            if cloze.use_flow:
-                loss = loss + cloze.lambda_of * mse(of_out, of_target)
+            if world_size == 1:
+                loss = cloze.lambda_raw * mse(raw_out, raw_target)
+                if cloze.use_flow:
+                    loss = loss + cloze.lambda_of * mse(of_out, of_target)
+                batch_cubes = len(raw)
+            else:
+                batch_cubes = min(cloze.batch_size, len(indices) - step * cloze.batch_size)
+                loss = cloze.lambda_raw * _share_of_batch_loss(raw_out, raw_target)
+                if cloze.use_flow:
+                    loss = loss + cloze.lambda_of * _share_of_batch_loss(of_out, of_target)
+                loss = loss * (world_size / batch_cubes)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(raw)
+            total += loss.item() * (len(raw) if world_size == 1 else batch_cubes / world_size)
             seen += len(raw)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.5f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(seen, 1):.5f}")
+        if world_size > 1:  # this rank's sum of per-cube losses -> the epoch's mean over all cubes
+            counts = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)  # nccl: on the GPU
+            total, seen = distributed.sum_over_ranks(counts).tolist()
         epoch_losses.append(total / seen)
     bar.close()
     return epoch_losses
@@ -98,6 +130,17 @@ def cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_s
             (np.concatenate(of_scores) if of_scores else empty) if use_flow else None)
 
 
+def distributed_cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
+                            use_flow: bool, progress: bool = False,
+                            label: str = "errors") -> tuple[np.ndarray, np.ndarray | None]:
+    """`cube_errors` of `indices` with each rank of the torchrun group scoring its contiguous share,
+    gathered in the order of `indices` on every rank (plain `cube_errors` in a single process)."""
+    raw, of = cube_errors(model, store, distributed.shard(indices), batch_size, device, use_flow, progress, label)
+    parts = distributed.gather_objects((raw, of))
+    return (np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]) if use_flow else None)
+
+
 @dataclass
 class TrainedBlocks:
     """Per block [h][w]: a state dict (None: no model) and its training scores."""
@@ -108,8 +151,14 @@ class TrainedBlocks:
 
 
 def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: int, device: str, seed: int,
-                 progress: bool = True) -> TrainedBlocks:
-    """Train one network per block holding more than one cube (the reference's rule)."""
+                 progress: bool = True, parallel: bool = False) -> TrainedBlocks:
+    """Train one network per block holding more than one cube (the reference's rule).
+
+    `parallel`: every rank of the current torchrun group calls this with the same store;
+    they train one DistributedDataParallel network per block (`train_block`) and split the
+    training-score pass, each rank scoring its contiguous share of the block's cubes. Every
+    rank returns the same TrainedBlocks.
+    """
     trained = TrainedBlocks([[None] * w_block for _ in range(h_block)], [[np.zeros(0)] * w_block for _ in range(h_block)],
                             [[np.zeros(0)] * w_block for _ in range(h_block)])
     for h in range(h_block):
@@ -121,9 +170,17 @@ def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: in
             generator = torch.Generator().manual_seed(seed)
             model = make_network(cloze).to(device)
             label = f" block ({h},{w})" if h_block * w_block > 1 else ""
-            train_block(model, store, members, cloze, device, generator, progress, label)
-            raw, of = cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow, progress,
-                                  f"training-score pass{label}")
+            if parallel and distributed.active():
+                wrapped = distributed.data_parallel(model, device, cloze.network_raw_range is not None)
+                train_block(wrapped, store, members, cloze, device, generator, progress, label,
+                            distributed.rank(), distributed.world_size())
+                model = wrapped.module
+                raw, of = distributed_cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow,
+                                                  progress, f"training-score pass{label}")
+            else:
+                train_block(model, store, members, cloze, device, generator, progress, label)
+                raw, of = cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow, progress,
+                                      f"training-score pass{label}")
             trained.states[h][w] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             trained.raw_scores[h][w] = raw
             trained.of_scores[h][w] = of if of is not None else np.zeros(0)

@@ -7,6 +7,7 @@ where it stopped: frames with a valid file are skipped.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -54,11 +55,13 @@ def is_valid_flow_file(path: Path, height: int, width: int) -> bool:
 
 
 def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path, *, batch_size: int = 8,
-                       progress: bool = True) -> int:
-    """Compute and save the flow of every frame of `split` in chunks of `batch_size` pairs;
-    frames with a valid file are skipped. Returns the number of flow files written."""
+                       progress: bool = True, frames: Sequence[int] | None = None) -> int:
+    """Compute and save the flow of every frame of `split` (or of `frames` only: one process's
+    share) in chunks of `batch_size` pairs; frames with a valid file are skipped. Returns the
+    number of flow files written."""
     height, width = split.read_frame(0).shape[:2]
-    todo = [i for i in range(len(split)) if not is_valid_flow_file(flow_file_path(flow_root, split, i), height, width)]
+    frames = range(len(split)) if frames is None else frames
+    todo = [i for i in frames if not is_valid_flow_file(flow_file_path(flow_root, split, i), height, width)]
     if todo:
         require_free_space(make_dirs(flow_root), len(todo) * (height * width * 2 * 4 + 128), "the optical flow")
     bar = tqdm(total=len(todo), desc=f"flow ({split.split})", unit="frame", disable=not progress)

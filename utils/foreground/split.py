@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -16,13 +16,16 @@ from utils.foreground.frame import MODES_WITH_DETECTOR, frame_boxes
 
 
 def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detector: Detector | None, *,
-                        batch_size: int = 4, progress: bool = True) -> list[np.ndarray]:
-    """Boxes of every frame of `split` (each frame decoded once; detector run in batches)."""
+                        batch_size: int = 4, progress: bool = True,
+                        frames: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Boxes of every frame of `split`, or of `frames` only, in their order (each frame decoded
+    once; detector run in batches)."""
     boxes: list[np.ndarray] = []
     cache: dict[int, np.ndarray] = {}
-    bar = tqdm(total=len(split), desc=f"boxes ({split.split})", unit="frame", disable=not progress)
-    for start in range(0, len(split), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(split))))
+    frames = range(len(split)) if frames is None else frames
+    bar = tqdm(total=len(frames), desc=f"boxes ({split.split})", unit="frame", disable=not progress)
+    for start in range(0, len(frames), batch_size):
+        chunk = [int(i) for i in frames[start:start + batch_size]]
         contexts = [split.context(i, 1, "hard") for i in chunk]
         needed = sorted({j for c in contexts for j in c})
         cache = {j: cache[j] if j in cache else split.read_frame(j) for j in needed}
@@ -38,13 +41,19 @@ def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detecto
 
 def split_boxes(split: VideoSplit, mode: str, params: BoxParams, *, reuse_saved: bool,
                 detector_factory: Callable[[], Detector | None], batch_size: int = 4, progress: bool = True,
-                settings: dict | None = None) -> list[np.ndarray]:
+                settings: dict | None = None, frames: Sequence[int] | None = None,
+                gather: Callable[[list[np.ndarray]], list[list[np.ndarray]]] | None = None,
+                save: bool = True) -> list[np.ndarray]:
     """Boxes of a split: the saved box file when present and `reuse_saved`, else computed and saved.
 
     `detector_factory()` builds the detector only when boxes must be computed, so a user
     with the reference's box files needs no detector weights. `settings` (what made the
     boxes) are saved beside the box file; a saved file made with other settings is not
     reused silently. The reference's own box files carry none and are reused as they are.
+
+    Shared between processes: each computes the boxes of its `frames` (consecutive shares of
+    the split), `gather` returns every process's boxes in frame order, and only the process
+    with `save` writes the file (the same bytes as one process computing all frames).
     """
     path = box_file_path(split.dataset_dir, split.split, mode)
     settings = {"mode": mode, **asdict(params), **(settings or {})}
@@ -58,6 +67,13 @@ def split_boxes(split: VideoSplit, mode: str, params: BoxParams, *, reuse_saved:
         print(f"boxes: reusing {path}" + ("" if made_with else " (made elsewhere: its settings are not known)"))
         return load_box_file(path, len(split))
     detector = detector_factory() if mode in MODES_WITH_DETECTOR else None
-    boxes = compute_split_boxes(split, mode, params, detector, batch_size=batch_size, progress=progress)
-    save_box_file(path, boxes, settings)
+    boxes = compute_split_boxes(split, mode, params, detector, batch_size=batch_size, progress=progress, frames=frames)
+    if gather is not None:
+        # Unpickled arrays carry copies of their dtype; numpy's own dtype objects make the
+        # box file pickle exactly as when one process computed every frame.
+        boxes = [frame_boxes.view(np.dtype(frame_boxes.dtype.str)) for part in gather(boxes) for frame_boxes in part]
+        if len(boxes) != len(split):
+            raise ValueError(f"the processes' boxes cover {len(boxes)} frames, the split has {len(split)}")
+    if save:
+        save_box_file(path, boxes, settings)
     return boxes

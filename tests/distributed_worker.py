@@ -1,0 +1,105 @@
+"""Started by tests/test_distributed.py under torchrun: one process of a real gloo group.
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/distributed_worker.py MODE OUT_DIR
+
+collectives  shard / gather_objects / broadcast_object / sum_over_ranks across the ranks
+batchnorm    synchronised BatchNorm on the CPU against one BatchNorm over the whole batch
+train        train_blocks(parallel=True) on the store in OUT_DIR/store; rank 0 saves the result
+timeout      rank 1 never reaches the barrier: rank 0 must stop with one line, not hang
+
+Each rank writes what it saw to OUT_DIR/<mode>_rank<r>.json (or .pt); errors are the
+scripts' one-line errors (utils.cli's format, exit status 2).
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from utils import distributed  # noqa: E402
+from utils.config import ClozeConfig  # noqa: E402
+from utils.cubes import CubeStore  # noqa: E402
+from utils.errors import VECError  # noqa: E402
+
+
+def collectives(out: Path) -> None:
+    rank, world = distributed.rank(), distributed.world_size()
+    items = list(range(11))
+    mine = distributed.shard(items)
+    gathered = distributed.gather_objects(mine)
+    total = distributed.sum_over_ranks(torch.tensor([float(rank + 1)]))
+    record = {"rank": rank, "world": world, "main": distributed.is_main(), "mine": mine,
+              "gathered": [x for part in gathered for x in part], "broadcast": distributed.broadcast_object(
+                  f"from {rank}"), "sum": total.item(), "arrays": [a.tolist() for a in distributed.gather_objects(
+                      np.arange(rank + 1))]}
+    distributed.barrier()
+    (out / f"collectives_rank{rank}.json").write_text(json.dumps(record))
+
+
+def batchnorm(out: Path) -> None:
+    """Forward and backward of a synchronised BatchNorm (inside DDP) against a plain one on all rows."""
+    rank, world = distributed.rank(), distributed.world_size()
+    generator = torch.Generator().manual_seed(0)
+    x_all = torch.randn(7, 3, 5, 5, generator=generator) * 3 + 1  # 7 rows: shares of 4 and 3
+    weights = torch.randn(7, 3, 5, 5, generator=generator)
+    start, stop = distributed.share_bounds(7, rank, world)
+
+    reference = nn.BatchNorm2d(3)
+    x_ref = x_all.clone().requires_grad_(True)
+    expected = reference(x_ref)
+    (expected * weights).sum().backward()
+
+    model = distributed.data_parallel(nn.Sequential(nn.BatchNorm2d(3)), "cpu")
+    x_mine = x_all[start:stop].clone().requires_grad_(True)
+    output = model(x_mine)
+    # Times world_size, as train_block does: DDP averages the parameter gradients over the
+    # ranks; an input's gradient (summed over the ranks through the statistics) is world_size x.
+    (output * weights[start:stop]).sum().mul(world).backward()
+    layer = model.module[0]
+    result = {
+        "type": type(layer).__name__,
+        "output": float((output - expected[start:stop]).detach().abs().max()),
+        "input_grad": float((x_mine.grad / world - x_ref.grad[start:stop]).abs().max()),
+        "weight_grad": float((layer.weight.grad - reference.weight.grad).abs().max()),
+        "bias_grad": float((layer.bias.grad - reference.bias.grad).abs().max()),
+        "running_mean": float((layer.running_mean - reference.running_mean).abs().max()),
+        "running_var": float((layer.running_var - reference.running_var).abs().max()),
+    }
+    (out / f"batchnorm_rank{rank}.json").write_text(json.dumps(result))
+
+
+def train(out: Path) -> None:
+    from utils.training import train_blocks
+
+    store = CubeStore.open(out / "store")
+    cloze = ClozeConfig(**json.loads((out / "cloze.json").read_text()))
+    trained = train_blocks(store, cloze, 1, 1, "cpu", seed=3, progress=False, parallel=True)
+    if distributed.is_main():
+        torch.save({"state": trained.states[0][0], "raw": torch.from_numpy(trained.raw_scores[0][0]),
+                    "of": torch.from_numpy(trained.of_scores[0][0])}, out / "train_rank0.pt")
+
+
+def timeout(out: Path) -> None:
+    if distributed.rank() == 1:
+        time.sleep(40)  # far beyond the group's timeout: rank 0 must not wait for it
+        return
+    started = time.time()
+    try:
+        distributed.barrier()
+    finally:
+        (out / "timeout_rank0.json").write_text(json.dumps({"waited": time.time() - started}))
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    try:
+        with distributed.process_group("cpu"):
+            {"collectives": collectives, "batchnorm": batchnorm, "train": train, "timeout": timeout}[mode](out)
+    except VECError as err:
+        print(f"error: {distributed.error_prefix()}{err}", file=sys.stderr)
+        sys.exit(2)
