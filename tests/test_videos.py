@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import REPO, write_config
 from utils.datasets import generate_synthetic
 
+pytestmark = pytest.mark.slow  # every case runs the real scripts
 HEIGHT, WIDTH = 160, 240
 MODEL = "synthetic_model_obj_det_with_motion_SelfComplete.npy"
 

@@ -397,6 +397,7 @@ def test_flownet2_entry_is_checked_by_size_and_by_loading(tmp_path):
         verify(replace(spec, min_size=None), tmp_path / "junk.pth")
 
 
+@pytest.mark.slow  # writes a full 650 MB checkpoint
 def test_flownet2_entry_accepts_a_full_flownet2_checkpoint(tmp_path):
     from FlowNet2_src.flownet2 import FlowNet2
 
