@@ -102,6 +102,16 @@ def test_rpn_head_on_golden_features(model, golden_feats):
 
 
 @pytest.mark.parity
+def test_proposal_decoding_of_golden_rpn_outputs(model):
+    """The RPN's own post-processing (RegionProposalHead.decode) on the golden head outputs: no convolution
+    in between, so only top-k ties and element-wise rounding can differ."""
+    cls_scores = [torch.from_numpy(GOLDEN[f"rpn_cls_p{level}"]) for level in range(2, 7)]
+    deltas = [torch.from_numpy(GOLDEN[f"rpn_reg_p{level}"]) for level in range(2, 7)]
+    proposals, scores = model.rpn_head.decode(cls_scores, deltas, IMG_SHAPE)
+    _assert_golden_proposals(proposals.numpy(), scores.numpy())
+
+
+@pytest.mark.parity
 def test_proposals_from_golden_features(model, golden_feats):
     with torch.no_grad():
         proposals, scores = model.proposals_with_scores(golden_feats, IMG_SHAPE)
