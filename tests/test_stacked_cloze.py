@@ -258,3 +258,13 @@ def test_cat_per_unet_concatenates_inside_each_block():
                        up.contiguous(memory_format=torch.channels_last), 3)
     assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
 
+
+def test_training_uses_the_stacked_network_by_default():
+    from utils.config import load_config
+    from utils.training import make_network
+
+    cloze = load_config(Path(__file__).resolve().parent.parent / "config.cfg").cloze
+    assert isinstance(make_network(cloze), StackedClozeNet)
+    separate = make_network(cloze, stacked=False)
+    assert not isinstance(separate, StackedClozeNet)
+    assert list(make_network(cloze).state_dict()) == list(separate.state_dict())
