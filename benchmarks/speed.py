@@ -4,9 +4,10 @@
 
 Row "cloze" (the cloze networks, the training step's cost): the reference-equivalent path
 (SelfCompleteNetFull as the reference runs it: ten separate U-Nets, eager, fp32, NCHW)
-against the stacked network (models/stacked_cloze.py: all used U-Nets as one network with
-grouped convolutions), in NCHW and channels_last. Measured on random cubes of the paper's
-shape (5 BGR patches and 5 flows of 32x32, nf 32, padding False):
+against the variants of CLOZE_VARIANTS: the same modules in channels_last, and the stacked
+network (models/stacked_cloze.py) run "grouped" (all U-Nets together, grouped convolutions)
+or "sequential" (one U-Net after another on views of the stacked weights). Measured on
+random cubes of the paper's shape (5 BGR patches and 5 flows of 32x32, nf 32, padding False):
 
 - train cubes/s: forward + backward + Adam step at --batch;
 - eval cubes/s: no_grad forward in eval mode at --eval-batch.
@@ -87,23 +88,24 @@ def interleaved(row: str, metric: str, steps: dict[str, Callable[[], object]], i
 # ---- row: cloze networks -------------------------------------------------------------------
 
 CLOZE_VARIANTS = {
-    # name: (stacked?, channels_last?)
-    "reference": (False, False),
-    "reference_cl": (False, True),  # the separate U-Nets, channels_last
-    "stacked": (True, False),  # grouped convolutions, NCHW
-    "stacked_cl": (True, True),  # grouped convolutions, channels_last: the default (utils.training.make_network)
+    # name: (stacked execution or None for the separate U-Nets, channels_last?)
+    "reference": (None, False),  # the reference-equivalent path: separate U-Nets, NCHW
+    "reference_cl": (None, True),  # the same modules with channels_last tensors
+    "grouped": ("grouped", False),  # stacked: all U-Nets together, grouped convolutions, NCHW
+    "grouped_cl": ("grouped", True),  # the same, channels_last: make_network's default off the CPU
+    "sequential_cl": ("sequential", True),  # stacked weights, U-Nets one after another: the default on CPU
 }
 
 
 def make_cloze(variant: str, net: str, nf: int, padding: bool, device: torch.device) -> torch.nn.Module:
     """The same initial weights for every variant (seed 0): the stacked network takes the reference's over."""
-    stacked, channels_last = CLOZE_VARIANTS[variant]
+    execution, channels_last = CLOZE_VARIANTS[variant]
     cls, tot_of_num = (SelfCompleteNetFull, 5) if net == "full" else (SelfCompleteNet4, 1)
     torch.manual_seed(0)
     reference = cls(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=None,
                     useFlow=True, padding=padding)
-    if stacked:
-        return StackedClozeNet(reference, channels_last=channels_last).to(device)
+    if execution:
+        return StackedClozeNet(reference, channels_last=channels_last, execution=execution).to(device)
     model = reference.to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
@@ -203,7 +205,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["cloze"])
     parser.add_argument("--variants", nargs="+", choices=list(CLOZE_VARIANTS),
-                        default=["reference", "stacked", "stacked_cl"],
+                        default=["reference", "reference_cl", "grouped_cl", "sequential_cl"],
                         help="cloze variants; the first one should be 'reference' (the ratios' base)")
     parser.add_argument("--net", choices=("full", "net4"), default="full", help="SelfCompleteNetFull or SelfCompleteNet4")
     parser.add_argument("--nf", type=int, default=32)

@@ -21,6 +21,7 @@ from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from models.selfcomplete import (FLOW_CHANNELS, RAW_CHANNELS, SelfCompleteNet4, SelfCompleteNetFull, _ClozeNet,
                                  _UNetNames)
@@ -130,6 +131,7 @@ class _UNetStack(nn.Module):
             self.outc_flow = _StackedOutConv(n_flow, nf, FLOW_CHANNELS)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """All U-Nets together: x holds U-Net g's input in channel block g."""
         s0 = self.inc(x)
         s1 = self.down1(s0)
         s2 = self.down2(s1)
@@ -142,16 +144,67 @@ class _UNetStack(nn.Module):
         raw, flow = y.split([self.n_raw * self.nf, self.n_flow * self.nf], dim=1)
         return self.outc_raw(raw), self.outc_flow(flow)
 
+    def forward_each(self, inputs: list[Tensor]) -> list[Tensor]:
+        """The same function, one U-Net after another, on per-U-Net views of the stacked tensors.
+
+        Each U-Net's BatchNorm updates its own block of the running statistics in place.
+        """
+        views: list[dict[str, Tensor]] = [{} for _ in range(self.groups)]
+        for name, tensor in (*self.named_parameters(), *self.named_buffers()):
+            if name.endswith("num_batches_tracked"):
+                continue
+            slots = range(self.n_raw) if name.startswith("outc_raw.") else \
+                range(self.n_raw, self.groups) if name.startswith("outc_flow.") else range(self.groups)
+            for slot, part in zip(slots, tensor.split(tensor.shape[0] // len(slots))):
+                views[slot][name] = part
+        if self.training:
+            for module in self.modules():
+                if isinstance(module, StackedBatchNorm2d):
+                    module.num_batches_tracked.add_(1)
+        return [self._run_one(views[slot], x, "outc_raw" if slot < self.n_raw else "outc_flow")
+                for slot, x in enumerate(inputs)]
+
+    def _run_one(self, v: dict[str, Tensor], x: Tensor, head: str) -> Tensor:
+        bn = self.inc.conv.conv[1]  # every BatchNorm here has the same momentum and eps
+
+        def double_conv(x: Tensor, prefix: str) -> Tensor:
+            for conv, norm in ((0, 1), (3, 4)):
+                x = F.conv2d(x, v[f"{prefix}.{conv}.weight"], v[f"{prefix}.{conv}.bias"], padding=1)
+                x = F.batch_norm(x, v[f"{prefix}.{norm}.running_mean"], v[f"{prefix}.{norm}.running_var"],
+                                 v[f"{prefix}.{norm}.weight"], v[f"{prefix}.{norm}.bias"], self.training, bn.momentum,
+                                 bn.eps)
+                x = F.relu(x, inplace=True)
+            return x
+
+        s0 = double_conv(x, "inc.conv.conv")
+        s1 = double_conv(F.max_pool2d(s0, 2), "down1.mpconv.1.conv")
+        s2 = double_conv(F.max_pool2d(s1, 2), "down2.mpconv.1.conv")
+        y = double_conv(F.max_pool2d(s2, 2), "down3.mpconv.1.conv")
+        for level, skip in ((1, s2), (2, s1), (3, s0)):
+            up = F.conv_transpose2d(y, v[f"up{level}.up.weight"], v[f"up{level}.up.bias"], stride=2, padding=1,
+                                    output_padding=1)
+            y = double_conv(torch.cat([skip, up], dim=1), f"up{level}.conv.conv")
+        return F.conv2d(y, v[f"{head}.conv.weight"], v[f"{head}.conv.bias"])
+
 
 class StackedClozeNet(nn.Module):
-    """A cloze network (`SelfCompleteNetFull` or `SelfCompleteNet4`) whose used U-Nets run as one.
+    """A cloze network (`SelfCompleteNetFull` or `SelfCompleteNet4`) whose used U-Nets are stacked.
 
     Built from a reference network, whose weights it takes over; `forward` has the
-    reference's contract. `channels_last` picks the activations' memory format.
+    reference's contract. `channels_last` picks the activations' memory format. `execution`:
+    "grouped" runs all U-Nets together (grouped convolutions); "sequential" runs them one
+    after another on views of the same stacked tensors (on a CPU this is faster: one U-Net's
+    activations stay in cache, and oneDNN's grouped kernels are slower than its plain ones);
+    "auto" picks sequential on CPU and grouped elsewhere.
     """
 
-    def __init__(self, reference: _ClozeNet, channels_last: bool = True) -> None:
+    EXECUTIONS = ("auto", "grouped", "sequential")
+
+    def __init__(self, reference: _ClozeNet, channels_last: bool = True, execution: str = "auto") -> None:
         super().__init__()
+        if execution not in self.EXECUTIONS:
+            raise ValueError(f"execution must be one of {self.EXECUTIONS}, not {execution!r}")
+        self.execution = execution
         self.rawRange = reference.rawRange
         self.tot_raw_num, self.tot_of_num = reference.tot_raw_num, reference.tot_of_num
         self.raw_of_offset, self.useFlow, self.padding = reference.raw_of_offset, reference.useFlow, reference.padding
@@ -257,10 +310,20 @@ class StackedClozeNet(nn.Module):
         """The reference's contract: (of_outputs, raw_outputs, of_targets, raw_targets)."""
         c = RAW_CHANNELS
         source = torch.cat([x, x.new_zeros(x.shape[0], 1, *x.shape[2:])], dim=1) if self.padding else x
-        stacked_input = source.index_select(1, self.input_index)
-        if self.channels_last:
-            stacked_input = stacked_input.contiguous(memory_format=torch.channels_last)
-        raw_outputs, of_outputs = self.stack(stacked_input)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        execution = self.execution
+        if execution == "auto":
+            execution = "sequential" if x.device.type == "cpu" else "grouped"
+        if execution == "grouped":
+            raw_outputs, of_outputs = self.stack(source.index_select(1, self.input_index).contiguous(
+                memory_format=memory_format))
+        else:
+            indices = self.input_index.split(len(self.input_index) // self.stack.groups)
+            outputs = self.stack.forward_each([source.index_select(1, index).contiguous(memory_format=memory_format)
+                                               for index in indices])
+            n_raw = self.stack.n_raw
+            raw_outputs = torch.cat(outputs[:n_raw], dim=1)
+            of_outputs = torch.cat(outputs[n_raw:], dim=1) if len(outputs) > n_raw else None
         raw_targets = torch.cat([x[:, i * c:(i + 1) * c] for i in self.rawRange], dim=1)
         if of_outputs is None:
             return [], raw_outputs.contiguous(), [], raw_targets
@@ -306,9 +369,9 @@ class StackedSelfCompleteNetFull(StackedClozeNet):
 
     def __init__(self, features_root: int = 32, tot_raw_num: int = 5, tot_of_num: int = 5,
                  border_mode: str = "predict", rawRange: int | None = None, useFlow: bool = True,
-                 padding: bool = True, channels_last: bool = True) -> None:
+                 padding: bool = True, channels_last: bool = True, execution: str = "auto") -> None:
         super().__init__(SelfCompleteNetFull(features_root, tot_raw_num, tot_of_num, border_mode, rawRange, useFlow,
-                                             padding), channels_last)
+                                             padding), channels_last, execution)
 
 
 class StackedSelfCompleteNet4(StackedClozeNet):
@@ -316,6 +379,6 @@ class StackedSelfCompleteNet4(StackedClozeNet):
 
     def __init__(self, features_root: int = 32, tot_raw_num: int = 5, tot_of_num: int = 1,
                  border_mode: str = "predict", rawRange: int | None = None, useFlow: bool = True,
-                 padding: bool = True, channels_last: bool = True) -> None:
+                 padding: bool = True, channels_last: bool = True, execution: str = "auto") -> None:
         super().__init__(SelfCompleteNet4(features_root, tot_raw_num, tot_of_num, border_mode, rawRange, useFlow,
-                                          padding), channels_last)
+                                          padding), channels_last, execution)
