@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from models import build_cloze_network, strip_data_parallel_prefix
+from models import StackedClozeNet, build_cloze_network, strip_data_parallel_prefix
 from utils import distributed
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
@@ -29,9 +29,14 @@ from utils.errors import VECError
 from utils.io import load_torch_file, save_torch, write_json
 
 
-def make_network(cloze: ClozeConfig) -> nn.Module:
-    return build_cloze_network(cloze.nf, cloze.tot_raw_num, cloze.tot_of_num, cloze.border_mode,
-                               cloze.network_raw_range, cloze.use_flow, cloze.padding)
+def make_network(cloze: ClozeConfig, stacked: bool = True) -> nn.Module:
+    """The cloze network: its U-Nets run as one (models/stacked_cloze.py) unless `stacked` is False.
+
+    Both give the same initial weights for the same seed and have the reference's state-dict keys.
+    """
+    network = build_cloze_network(cloze.nf, cloze.tot_raw_num, cloze.tot_of_num, cloze.border_mode,
+                                  cloze.network_raw_range, cloze.use_flow, cloze.padding)
+    return StackedClozeNet(network) if stacked else network
 
 
 def cube_batches(store: CubeStore, indices: np.ndarray, batch_size: int, device: str,

@@ -1,0 +1,233 @@
+"""Speed of the pipeline's stages, each fast path against the reference-equivalent path, in ONE run.
+
+    python benchmarks/speed.py [--device cpu|cuda] [--batch 128] [--eval-batch 128] [--repeats 5]
+
+Row "cloze" (the cloze networks, the training step's cost): the reference-equivalent path
+(SelfCompleteNetFull as the reference runs it: ten separate U-Nets, eager, fp32, NCHW)
+against the variants of CLOZE_VARIANTS: the same modules in channels_last, and the stacked
+network (models/stacked_cloze.py) run "grouped" (all U-Nets together, grouped convolutions)
+or "sequential" (one U-Net after another on views of the stacked weights). Measured on
+random cubes of the paper's shape (5 BGR patches and 5 flows of 32x32, nf 32, padding False):
+
+- train cubes/s: forward + backward + Adam step at --batch;
+- eval cubes/s: no_grad forward in eval mode at --eval-batch.
+
+After a warm-up, the variants run interleaved (variant A, B, C, A, B, C, ...) --repeats
+times; the table gives the median of each and its ratio to the reference path, so a noisy
+or shared machine affects all variants alike. On CUDA, timings are synchronised and the
+peak GPU memory of each variant is printed. Before timing, every variant is loaded with the
+same weights and its outputs are compared with the reference's.
+
+Later rows (FlowNet2 pairs/s, Cascade R-CNN frames/s, end to end) plug in as functions
+`row_<name>(args) -> list[Result]` registered in ROWS.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models import SelfCompleteNet4, SelfCompleteNetFull  # noqa: E402
+from models.stacked_cloze import StackedClozeNet  # noqa: E402
+
+
+@dataclass
+class Result:
+    """One measured quantity of one variant: a rate (higher is better) per repeat, and peak memory."""
+
+    row: str
+    metric: str  # e.g. "train cubes/s"
+    variant: str
+    rates: list[float] = field(default_factory=list)
+    peak_bytes: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def interleaved(row: str, metric: str, steps: dict[str, Callable[[], object]], items_per_step: int,
+                device: torch.device, warmup: int, repeats: int) -> list[Result]:
+    """Time each variant's step `repeats` times, variants interleaved, after `warmup` untimed steps each."""
+    results = {name: Result(row, metric, name) for name in steps}
+    for name, step in steps.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(warmup):
+            step()
+        synchronize(device)
+        if device.type == "cuda":
+            results[name].peak_bytes = torch.cuda.max_memory_allocated(device)
+    for _ in range(repeats):
+        for name, step in steps.items():
+            results[name].rates.append(items_per_step / timed(step, device))
+    return list(results.values())
+
+
+# ---- row: cloze networks -------------------------------------------------------------------
+
+CLOZE_VARIANTS = {
+    # name: (stacked execution or None for the separate U-Nets, channels_last?)
+    "reference": (None, False),  # the reference-equivalent path: separate U-Nets, NCHW
+    "reference_cl": (None, True),  # the same modules with channels_last tensors
+    "grouped": ("grouped", False),  # stacked: all U-Nets together, grouped convolutions, NCHW
+    "grouped_cl": ("grouped", True),  # the same, channels_last: make_network's default off the CPU
+    "sequential_cl": ("sequential", True),  # stacked weights, U-Nets one after another: the default on CPU
+}
+
+
+def make_cloze(variant: str, net: str, nf: int, padding: bool, device: torch.device) -> torch.nn.Module:
+    """The same initial weights for every variant (seed 0): the stacked network takes the reference's over."""
+    execution, channels_last = CLOZE_VARIANTS[variant]
+    cls, tot_of_num = (SelfCompleteNetFull, 5) if net == "full" else (SelfCompleteNet4, 1)
+    torch.manual_seed(0)
+    reference = cls(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=None,
+                    useFlow=True, padding=padding)
+    if execution:
+        return StackedClozeNet(reference, channels_last=channels_last, execution=execution).to(device)
+    model = reference.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def random_cubes(batch: int, tot_of_num: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.rand(batch, 15, 32, 32, generator=g)
+    flow = torch.randn(batch, 2 * tot_of_num, 32, 32, generator=g)
+    return raw.to(device), flow.to(device)
+
+
+def cloze_inputs(variant: str, raw: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if variant == "reference_cl":  # the separate U-Nets see channels_last inputs
+        return raw.contiguous(memory_format=torch.channels_last), flow
+    return raw, flow
+
+
+def train_step(model: torch.nn.Module, raw: torch.Tensor, flow: torch.Tensor) -> Callable[[], None]:
+    """forward + backward + Adam step, with train.py's loss (lambda_raw = lambda_of = 1) and optimiser."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, weight_decay=0.0)
+    mse = torch.nn.MSELoss()
+    model.train()
+
+    def step() -> None:
+        of_out, raw_out, of_target, raw_target = model(raw, flow)
+        loss = mse(raw_out, raw_target) + mse(of_out, of_target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def eval_step(model: torch.nn.Module, raw: torch.Tensor, flow: torch.Tensor) -> Callable[[], None]:
+    model.eval()
+
+    @torch.no_grad()
+    def step() -> None:
+        model(raw, flow)
+
+    return step
+
+
+def check_cloze_outputs(variants: list[str], args: argparse.Namespace, device: torch.device) -> None:
+    """Every variant, loaded with the reference's weights, gives the reference's eval outputs."""
+    tot_of_num = 5 if args.net == "full" else 1
+    raw, flow = random_cubes(8, tot_of_num, device, seed=1)
+    with torch.no_grad():
+        ref = make_cloze("reference", args.net, args.nf, args.padding, device).eval()
+        expected = ref(raw, flow)
+        for variant in variants:
+            model = make_cloze(variant, args.net, args.nf, args.padding, device).eval()
+            model.load_state_dict(ref.state_dict())
+            got = model(*cloze_inputs(variant, raw, flow))
+            diff = max((g - e).abs().max().item() for g, e in zip(got, expected))
+            scale = max(e.abs().max().item() for e in expected)
+            print(f"  {variant:<14} eval outputs vs reference: max |diff| {diff:.2e} (max |output| {scale:.2f})")
+            del model
+
+
+def row_cloze(args: argparse.Namespace, device: torch.device) -> list[Result]:
+    variants = args.variants
+    tot_of_num = 5 if args.net == "full" else 1
+    print(f"cloze networks ({args.net}, nf {args.nf}, padding {args.padding}) on {device}")
+    check_cloze_outputs(variants, args, device)
+    results = []
+    for metric, batch, make_step in (("train cubes/s", args.batch, train_step),
+                                     ("eval cubes/s", args.eval_batch, eval_step)):
+        raw, flow = random_cubes(batch, tot_of_num, device, seed=0)
+        steps = {}
+        for variant in variants:
+            model = make_cloze(variant, args.net, args.nf, args.padding, device)
+            steps[variant] = make_step(model, *cloze_inputs(variant, raw, flow))
+        results += interleaved("cloze", metric, steps, batch, device, args.warmup, args.repeats)
+        del steps
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+# Later rows: row_flownet2 (pairs/s), row_cascade_rcnn (frames/s), row_end_to_end; same signature.
+ROWS: dict[str, Callable[[argparse.Namespace, torch.device], list[Result]]] = {"cloze": row_cloze}
+
+
+def print_table(results: list[Result], baseline: str = "reference") -> None:
+    print(f"\n{'row':<8}{'metric':<16}{'variant':<15}{'median':>10}{'ratio':>8}{'peak MiB':>10}   repeats")
+    for r in results:
+        base = next((b for b in results if (b.row, b.metric, b.variant) == (r.row, r.metric, baseline)), None)
+        ratio = f"{r.median / base.median:.2f}x" if base else ""
+        peak = f"{r.peak_bytes / 2 ** 20:.0f}" if r.peak_bytes is not None else "-"
+        reps = " ".join(f"{v:.1f}" for v in r.rates)
+        print(f"{r.row:<8}{r.metric:<16}{r.variant:<15}{r.median:>10.1f}{ratio:>8}{peak:>10}   {reps}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["cloze"])
+    parser.add_argument("--variants", nargs="+", choices=list(CLOZE_VARIANTS),
+                        default=["reference", "reference_cl", "grouped_cl", "sequential_cl"],
+                        help="cloze variants; the first one should be 'reference' (the ratios' base)")
+    parser.add_argument("--net", choices=("full", "net4"), default="full", help="SelfCompleteNetFull or SelfCompleteNet4")
+    parser.add_argument("--nf", type=int, default=32)
+    parser.add_argument("--padding", action="store_true", help="padding=True (15 input channels per U-Net)")
+    parser.add_argument("--batch", type=int, default=128, help="training batch (cubes)")
+    parser.add_argument("--eval-batch", type=int, default=128, help="eval batch (cubes)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: the machine's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if "reference" not in args.variants:
+        args.variants = ["reference", *args.variants]
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
+    results = []
+    for row in args.rows:
+        results += ROWS[row](args, device)
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""The cloze networks run as ONE network: every U-Net that a forward pass uses, stacked.
+
+`SelfCompleteNetFull` runs up to ten small U-Nets (five raw, five flow) one after another,
+`SelfCompleteNet4` up to six. Here the U-Nets a forward pass uses are evaluated together:
+U-Net g owns channel block g of every activation, convolutions are grouped (groups = number
+of U-Nets), and a BatchNorm2d over G·C channels is exactly G per-U-Net BatchNorms, because
+BatchNorm statistics are per channel. The skip concatenation of the decoder stays per U-Net.
+The mathematics is the reference's: same weights, same per-U-Net BatchNorm statistics, same
+outputs up to float rounding (grouped and separate convolutions sum in different orders).
+
+State dicts speak the reference's language: `state_dict()` returns the reference's per-U-Net
+keys, in the reference's order and shapes, and `load_state_dict()` takes them (hooks map
+between the stacked tensors and the reference keys), so files trained by the reference code
+load here and files saved from here load in the reference code. U-Nets that a forward pass
+never uses (those of positions outside `rawRange`) are kept as the reference's own modules,
+untouched, as in the reference.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from models.selfcomplete import (FLOW_CHANNELS, RAW_CHANNELS, SelfCompleteNet4, SelfCompleteNetFull, _ClozeNet,
+                                 _UNetNames)
+
+# Parts of one U-Net, in the reference's order: (name in the stack, attribute of _UNetNames).
+_ROLES = ("inc", "down1", "down2", "down3", "up1", "up2", "up3")
+
+
+def _roles_of(names: _UNetNames) -> list[tuple[str, str]]:
+    return list(zip(_ROLES, (names.inc, *names.downs, *names.ups)))
+
+
+class StackedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d over G blocks of C channels: G independent BatchNorms (statistics are per channel).
+
+    Only `num_batches_tracked` differs: one counter per U-Net, shape (G,).
+    """
+
+    def __init__(self, groups: int, channels: int) -> None:
+        super().__init__(groups * channels)
+        self.num_batches_tracked = torch.zeros(groups, dtype=torch.long)
+
+
+def _conv_bn_relu_twice(groups: int, in_channels: int, out_channels: int) -> nn.Sequential:
+    """G stacked DoubleConv blocks; indices 0..5 as the reference's `conv` Sequential."""
+    return nn.Sequential(
+        nn.Conv2d(groups * in_channels, groups * out_channels, kernel_size=3, padding=1, groups=groups),
+        StackedBatchNorm2d(groups, out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(groups * out_channels, groups * out_channels, kernel_size=3, padding=1, groups=groups),
+        StackedBatchNorm2d(groups, out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _StackedDoubleConv(nn.Sequential):
+    def __init__(self, groups: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = _conv_bn_relu_twice(groups, in_channels, out_channels)
+
+
+class _StackedInConv(nn.Sequential):
+    def __init__(self, groups: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = _StackedDoubleConv(groups, in_channels, out_channels)
+
+
+class _StackedDown(nn.Module):
+    def __init__(self, groups: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.mpconv = nn.Sequential(nn.MaxPool2d(kernel_size=2), _StackedDoubleConv(groups, in_channels, out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mpconv(x)
+
+
+def cat_per_unet(skip: Tensor, up: Tensor, groups: int) -> Tensor:
+    """Concatenate [skip, up] inside each U-Net's channel block: (B, G·Cs) + (B, G·Cu) → (B, G·(Cs+Cu)).
+
+    Keeps channels_last inputs channels_last (the concatenation then runs over the last,
+    contiguous dimension).
+    """
+    if groups == 1:
+        return torch.cat([skip, up], dim=1)
+    b, cs, h, w = skip.shape
+    cu = up.shape[1]
+    if skip.is_contiguous(memory_format=torch.channels_last) and not skip.is_contiguous():
+        parts = [t.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups) for t, c in ((skip, cs), (up, cu))]
+        return torch.cat(parts, dim=4).reshape(b, h, w, cs + cu).permute(0, 3, 1, 2)
+    parts = [t.reshape(b, groups, c // groups, h, w) for t, c in ((skip, cs), (up, cu))]
+    return torch.cat(parts, dim=2).reshape(b, cs + cu, h, w)
+
+
+class _StackedUp(nn.Module):
+    def __init__(self, groups: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.groups = groups
+        self.up = nn.ConvTranspose2d(groups * in_channels, groups * (in_channels // 2), kernel_size=3, stride=2,
+                                     padding=1, output_padding=1, groups=groups)
+        self.conv = _StackedDoubleConv(groups, in_channels, out_channels)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        return self.conv(cat_per_unet(skip, self.up(x), self.groups))
+
+
+class _StackedOutConv(nn.Sequential):
+    def __init__(self, groups: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(groups * in_channels, groups * out_channels, kernel_size=1, groups=groups)
+
+
+class _UNetStack(nn.Module):
+    """G U-Nets (encoder, decoder) evaluated together; output heads are separate (raw: 3, flow: 2 channels)."""
+
+    def __init__(self, groups: int, in_channels: int, nf: int, n_raw: int, n_flow: int) -> None:
+        super().__init__()
+        self.groups, self.nf, self.n_raw, self.n_flow = groups, nf, n_raw, n_flow
+        self.inc = _StackedInConv(groups, in_channels, nf)
+        self.down1 = _StackedDown(groups, nf, nf * 2)
+        self.down2 = _StackedDown(groups, nf * 2, nf * 4)
+        self.down3 = _StackedDown(groups, nf * 4, nf * 8)
+        self.up1 = _StackedUp(groups, nf * 8, nf * 4)
+        self.up2 = _StackedUp(groups, nf * 4, nf * 2)
+        self.up3 = _StackedUp(groups, nf * 2, nf)
+        self.outc_raw = _StackedOutConv(n_raw, nf, RAW_CHANNELS)
+        if n_flow:
+            self.outc_flow = _StackedOutConv(n_flow, nf, FLOW_CHANNELS)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """All U-Nets together: x holds U-Net g's input in channel block g."""
+        s0 = self.inc(x)
+        s1 = self.down1(s0)
+        s2 = self.down2(s1)
+        y = self.down3(s2)
+        y = self.up1(y, s2)
+        y = self.up2(y, s1)
+        y = self.up3(y, s0)
+        if not self.n_flow:
+            return self.outc_raw(y), None
+        raw, flow = y.split([self.n_raw * self.nf, self.n_flow * self.nf], dim=1)
+        return self.outc_raw(raw), self.outc_flow(flow)
+
+    def forward_each(self, inputs: list[Tensor]) -> list[Tensor]:
+        """The same function, one U-Net after another, on per-U-Net views of the stacked tensors.
+
+        Each U-Net's BatchNorm updates its own block of the running statistics in place.
+        """
+        views: list[dict[str, Tensor]] = [{} for _ in range(self.groups)]
+        for name, tensor in (*self.named_parameters(), *self.named_buffers()):
+            if name.endswith("num_batches_tracked"):
+                continue
+            slots = range(self.n_raw) if name.startswith("outc_raw.") else \
+                range(self.n_raw, self.groups) if name.startswith("outc_flow.") else range(self.groups)
+            for slot, part in zip(slots, tensor.split(tensor.shape[0] // len(slots))):
+                views[slot][name] = part
+        if self.training:
+            for module in self.modules():
+                if isinstance(module, StackedBatchNorm2d):
+                    module.num_batches_tracked.add_(1)
+        return [self._run_one(views[slot], x, "outc_raw" if slot < self.n_raw else "outc_flow")
+                for slot, x in enumerate(inputs)]
+
+    def _run_one(self, v: dict[str, Tensor], x: Tensor, head: str) -> Tensor:
+        bn = self.inc.conv.conv[1]  # every BatchNorm here has the same momentum and eps
+
+        def double_conv(x: Tensor, prefix: str) -> Tensor:
+            for conv, norm in ((0, 1), (3, 4)):
+                x = F.conv2d(x, v[f"{prefix}.{conv}.weight"], v[f"{prefix}.{conv}.bias"], padding=1)
+                x = F.batch_norm(x, v[f"{prefix}.{norm}.running_mean"], v[f"{prefix}.{norm}.running_var"],
+                                 v[f"{prefix}.{norm}.weight"], v[f"{prefix}.{norm}.bias"], self.training, bn.momentum,
+                                 bn.eps)
+                x = F.relu(x, inplace=True)
+            return x
+
+        s0 = double_conv(x, "inc.conv.conv")
+        s1 = double_conv(F.max_pool2d(s0, 2), "down1.mpconv.1.conv")
+        s2 = double_conv(F.max_pool2d(s1, 2), "down2.mpconv.1.conv")
+        y = double_conv(F.max_pool2d(s2, 2), "down3.mpconv.1.conv")
+        for level, skip in ((1, s2), (2, s1), (3, s0)):
+            up = F.conv_transpose2d(y, v[f"up{level}.up.weight"], v[f"up{level}.up.bias"], stride=2, padding=1,
+                                    output_padding=1)
+            y = double_conv(torch.cat([skip, up], dim=1), f"up{level}.conv.conv")
+        return F.conv2d(y, v[f"{head}.conv.weight"], v[f"{head}.conv.bias"])
+
+
+class StackedClozeNet(nn.Module):
+    """A cloze network (`SelfCompleteNetFull` or `SelfCompleteNet4`) whose used U-Nets are stacked.
+
+    Built from a reference network, whose weights it takes over; `forward` has the
+    reference's contract. `channels_last` picks the activations' memory format. `execution`:
+    "grouped" runs all U-Nets together (grouped convolutions); "sequential" runs them one
+    after another on views of the same stacked tensors (on a CPU this is faster: one U-Net's
+    activations stay in cache, and oneDNN's grouped kernels are slower than its plain ones);
+    "auto" picks sequential on CPU and grouped elsewhere.
+    """
+
+    EXECUTIONS = ("auto", "grouped", "sequential")
+
+    def __init__(self, reference: _ClozeNet, channels_last: bool = True, execution: str = "auto") -> None:
+        super().__init__()
+        if execution not in self.EXECUTIONS:
+            raise ValueError(f"execution must be one of {self.EXECUTIONS}, not {execution!r}")
+        self.execution = execution
+        self.rawRange = reference.rawRange
+        self.tot_raw_num, self.tot_of_num = reference.tot_raw_num, reference.tot_of_num
+        self.raw_of_offset, self.useFlow, self.padding = reference.raw_of_offset, reference.useFlow, reference.padding
+        self.channels_last = channels_last
+
+        # The U-Nets a forward pass uses: raw ones (positions in rawRange), then the flow ones.
+        raw_slots: list[tuple[int, _UNetNames]] = []
+        flow_slots: list[tuple[int, _UNetNames]] = []
+        self.of_indices: list[int] = []
+        for i in self.rawRange:
+            raw_slots.append((i, reference._raw_unets[i]))
+            of_index = i - self.raw_of_offset
+            if self.useFlow and 0 <= of_index < self.tot_of_num:
+                flow_slots.append((i, reference._flow_unet_for(of_index)))
+                self.of_indices.append(of_index)
+        used = [names.inc for _, names in raw_slots + flow_slots]
+        if len(set(used)) != len(used):
+            raise NotImplementedError("a U-Net serving two positions cannot be stacked")
+        groups = len(raw_slots) + len(flow_slots)
+
+        first_conv = getattr(reference, raw_slots[0][1].inc).conv.conv[0]
+        in_channels, nf = first_conv.in_channels, first_conv.out_channels
+        with torch.device("meta"):  # allocated below; draws nothing from the random generator
+            stack = _UNetStack(groups, in_channels, nf, len(raw_slots), len(flow_slots))
+        self.stack = stack.to_empty(device=first_conv.weight.device)
+
+        # Input channels of each U-Net: the cube without (padding=False) or with zeros at (padding=True)
+        # its erased position; index tot_raw_num·3 is an extra zero channel.
+        zero = self.tot_raw_num * RAW_CHANNELS
+        index = []
+        for i, _ in raw_slots + flow_slots:
+            erased = range(i * RAW_CHANNELS, (i + 1) * RAW_CHANNELS)
+            if self.padding:
+                index += [zero if ch in erased else ch for ch in range(zero)]
+            else:
+                index += [ch for ch in range(zero) if ch not in erased]
+        self.register_buffer("input_index", torch.tensor(index, dtype=torch.long), persistent=False)
+
+        # Reference key → (stacked key, U-Net slot), and the reference's keys in order.
+        reference_state = reference.state_dict()
+        self._reference_keys = OrderedDict((k, tuple(v.shape)) for k, v in reference_state.items())
+        self._to_stacked: dict[str, tuple[str, int]] = {}
+        for slot, (_, names) in enumerate(raw_slots + flow_slots):
+            for role, name in _roles_of(names):
+                self._map_module(name, f"stack.{role}", slot)
+        for slot, (_, names) in enumerate(raw_slots):
+            self._map_module(names.outc, "stack.outc_raw", slot)
+        for slot, (_, names) in enumerate(flow_slots):
+            self._map_module(names.outc, "stack.outc_flow", slot)
+
+        # Unused U-Nets stay the reference's modules, under the reference's names.
+        mapped_modules = {k.split(".", 1)[0] for k in self._to_stacked}
+        for name, module in reference.named_children():
+            if name not in mapped_modules:
+                self.add_module(name, module)
+
+        with torch.no_grad():
+            for key, part in self.map_to_reference(self.stack_state()).items():
+                part.copy_(reference_state[key])
+        if channels_last:  # weights too: oneDNN then needs no reorder of them in each call
+            self.stack.to(memory_format=torch.channels_last)
+        self.register_state_dict_post_hook(_state_dict_to_reference)
+        self.register_load_state_dict_pre_hook(_state_dict_from_reference)
+
+    def _map_module(self, name: str, stacked_prefix: str, slot: int) -> None:
+        for key in self._reference_keys:
+            if key.startswith(name + "."):
+                self._to_stacked[key] = (stacked_prefix + key[len(name):], slot)
+
+    def stack_state(self) -> dict[str, Tensor]:
+        """The stacked parameters and buffers themselves (not detached), by their names in this module."""
+        return {f"stack.{k}": v for k, v in (*self.stack.named_parameters(), *self.stack.named_buffers())}
+
+    @staticmethod
+    def _slice(tensor: Tensor, slot: int, reference_shape: tuple[int, ...]) -> Tensor:
+        """U-Net `slot`'s part of a stacked tensor (a view): block `slot` of dim 0."""
+        if not reference_shape:  # num_batches_tracked: one counter per U-Net
+            return tensor[slot]
+        block = reference_shape[0]
+        return tensor[slot * block:(slot + 1) * block]
+
+    def map_to_reference(self, values: dict[str, Tensor | None]) -> OrderedDict[str, Tensor | None]:
+        """Tensors named as this module's parameters or buffers (e.g. {name: p.grad for name, p in
+        named_parameters()}) as per-U-Net views under the reference's keys, in the reference's order.
+        """
+        out = OrderedDict()
+        for key, shape in self._reference_keys.items():
+            stacked_key, slot = self._to_stacked.get(key, (key, None))
+            if stacked_key in values:
+                value = values[stacked_key]
+                out[key] = value if slot is None or value is None else self._slice(value, slot, shape)
+        return out
+
+    def to_reference_state_dict(self) -> OrderedDict[str, Tensor]:
+        """The state dict under the reference's keys (what `state_dict()` returns), as compact tensors."""
+        return self.state_dict()
+
+    def load_reference_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True):
+        """Load a state dict with the reference's keys (what `load_state_dict()` takes)."""
+        return self.load_state_dict(state_dict, strict=strict)
+
+    def forward(self, x: Tensor, x_of: Tensor) -> tuple[Tensor | list, Tensor, Tensor | list, Tensor]:
+        """The reference's contract: (of_outputs, raw_outputs, of_targets, raw_targets)."""
+        c = RAW_CHANNELS
+        source = torch.cat([x, x.new_zeros(x.shape[0], 1, *x.shape[2:])], dim=1) if self.padding else x
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        execution = self.execution
+        if execution == "auto":
+            execution = "sequential" if x.device.type == "cpu" else "grouped"
+        if execution == "grouped":
+            raw_outputs, of_outputs = self.stack(source.index_select(1, self.input_index).contiguous(
+                memory_format=memory_format))
+        else:
+            indices = self.input_index.split(len(self.input_index) // self.stack.groups)
+            outputs = self.stack.forward_each([source.index_select(1, index).contiguous(memory_format=memory_format)
+                                               for index in indices])
+            n_raw = self.stack.n_raw
+            raw_outputs = torch.cat(outputs[:n_raw], dim=1)
+            of_outputs = torch.cat(outputs[n_raw:], dim=1) if len(outputs) > n_raw else None
+        raw_targets = torch.cat([x[:, i * c:(i + 1) * c] for i in self.rawRange], dim=1)
+        if of_outputs is None:
+            return [], raw_outputs.contiguous(), [], raw_targets
+        of_targets = torch.cat([x_of[:, j * FLOW_CHANNELS:(j + 1) * FLOW_CHANNELS] for j in self.of_indices], dim=1)
+        return of_outputs.contiguous(), raw_outputs.contiguous(), of_targets, raw_targets
+
+
+def _state_dict_to_reference(module: StackedClozeNet, destination: dict, prefix: str, local_metadata: dict) -> None:
+    """state_dict post-hook: replace the stacked entries by the reference's keys, in the reference's order.
+
+    Each U-Net's part is copied out (compact, contiguous), so that saving writes it alone.
+    """
+    own = {key[len(prefix):]: destination.pop(key) for key in list(destination) if key.startswith(prefix)}
+    for key, value in module.map_to_reference(own).items():
+        if key in module._to_stacked:
+            value = value.clone(memory_format=torch.contiguous_format)
+        destination[prefix + key] = value
+    if hasattr(destination, "_metadata"):
+        for key in list(destination._metadata):
+            if key == prefix + "stack" or key.startswith(prefix + "stack."):
+                del destination._metadata[key]
+
+
+def _state_dict_from_reference(module: StackedClozeNet, state_dict: dict, prefix: str, local_metadata: dict,
+                               strict: bool, missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    """load_state_dict pre-hook: gather the reference's per-U-Net entries into the stacked tensors.
+
+    A state dict already in stacked form (keys `stack.…`) passes through unchanged.
+    """
+    pieces: dict[str, list[tuple[int, str]]] = {}
+    for key, (stacked_key, slot) in module._to_stacked.items():
+        pieces.setdefault(stacked_key, []).append((slot, key))
+    for stacked_key, parts in pieces.items():
+        keys = [prefix + key for _, key in sorted(parts)]
+        if not all(k in state_dict for k in keys):
+            continue  # reported: the stacked key missing, the pieces present unexpected
+        values = [state_dict.pop(k) for k in keys]
+        state_dict[prefix + stacked_key] = torch.stack(values) if values[0].dim() == 0 else torch.cat(values)
+
+
+class StackedSelfCompleteNetFull(StackedClozeNet):
+    """`SelfCompleteNetFull` (same arguments, same initial weights for the same seed), stacked."""
+
+    def __init__(self, features_root: int = 32, tot_raw_num: int = 5, tot_of_num: int = 5,
+                 border_mode: str = "predict", rawRange: int | None = None, useFlow: bool = True,
+                 padding: bool = True, channels_last: bool = True, execution: str = "auto") -> None:
+        super().__init__(SelfCompleteNetFull(features_root, tot_raw_num, tot_of_num, border_mode, rawRange, useFlow,
+                                             padding), channels_last, execution)
+
+
+class StackedSelfCompleteNet4(StackedClozeNet):
+    """`SelfCompleteNet4` (same arguments, same initial weights for the same seed), stacked."""
+
+    def __init__(self, features_root: int = 32, tot_raw_num: int = 5, tot_of_num: int = 1,
+                 border_mode: str = "predict", rawRange: int | None = None, useFlow: bool = True,
+                 padding: bool = True, channels_last: bool = True, execution: str = "auto") -> None:
+        super().__init__(SelfCompleteNet4(features_root, tot_raw_num, tot_of_num, border_mode, rawRange, useFlow,
+                                          padding), channels_last, execution)

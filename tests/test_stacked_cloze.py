@@ -1,0 +1,270 @@
+"""The stacked cloze network (all used U-Nets as one) equals the reference's separate U-Nets.
+
+Same weights in (det_fill through the reference keys), same outputs out, in train and eval
+mode and after Adam steps (parameters and per-U-Net BatchNorm statistics mapped back);
+golden vectors reproduced; state dicts in the reference's keys, order, shapes and values.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import SelfCompleteNet4, SelfCompleteNetFull, strip_data_parallel_prefix
+from models.stacked_cloze import StackedClozeNet, StackedSelfCompleteNet4, StackedSelfCompleteNetFull, cat_per_unet
+from tests.detfill import det_fill
+
+DATA = Path(__file__).parent / "data"
+REL = 1e-4  # tolerance, relative to each tensor's largest magnitude
+F64_REL = 1e-7  # the same in float64
+
+# (network, tot_of_num, rawRange, padding, useFlow)
+CASES = [(cls, of, raw_range, padding, True) for cls, of in ((SelfCompleteNetFull, 5), (SelfCompleteNet4, 1))
+         for raw_range in (None, 2) for padding in (False, True)]
+CASES += [(SelfCompleteNetFull, 5, None, False, False), (SelfCompleteNet4, 1, 4, True, False),
+          (SelfCompleteNet4, 1, 4, False, True)]  # Net4's flow U-Net serves position 4 only
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tiny networks are op-launch bound; on a shared CPU, OpenMP's 2-thread barriers made them ~50x
+    slower. One thread keeps the file fast; the numerics compared are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def case_id(case):
+    cls, _, raw_range, padding, use_flow = case
+    return f"{cls.__name__}-rawRange{raw_range}-padding{padding}-useFlow{use_flow}"
+
+
+def make_pair(cls, tot_of_num, raw_range, padding, use_flow, nf=4, channels_last=True, dtype=torch.float32):
+    """The reference network with det_fill weights, and a stacked one loaded with its state dict."""
+    kwargs = dict(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=raw_range,
+                  useFlow=use_flow, padding=padding)
+    reference = cls(**kwargs)
+    reference.load_state_dict(det_fill(reference.state_dict()))
+    stacked = StackedClozeNet(cls(**kwargs), channels_last=channels_last)
+    stacked.load_state_dict(reference.state_dict())
+    return reference.to(dtype), stacked.to(dtype)
+
+
+def inputs(tot_of_num, batch=6, size=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, 15, size, size, generator=g, dtype=dtype),
+            torch.randn(batch, 2 * tot_of_num, size, size, generator=g, dtype=dtype))
+
+
+def assert_close(got, want, name, rel=REL):
+    assert got.shape == want.shape and got.dtype == want.dtype, name
+    if not want.is_floating_point():
+        assert torch.equal(got, want), name
+        return
+    scale = max(want.abs().max().item(), 1e-30)
+    diff = (got - want).abs().max().item()
+    assert diff <= rel * scale, f"{name}: max |diff| {diff:.3g} > {rel} x {scale:.3g}"
+
+
+def assert_outputs_close(got, want):
+    for name, g, w in zip(("of_outputs", "raw_outputs", "of_targets", "raw_targets"), got, want):
+        if isinstance(w, list):
+            assert g == [] and w == [], name
+        else:
+            assert g.is_contiguous(), name
+            assert_close(g, w, name)
+
+
+def assert_states_close(got, want, rel=REL):
+    assert list(got) == list(want)
+    for key in want:
+        assert_close(got[key], want[key], key, rel)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_forward_equals_separate_unets(case, mode):
+    reference, stacked = make_pair(*case)
+    x, x_of = inputs(case[1])
+    getattr(reference, mode)()
+    getattr(stacked, mode)()
+    with torch.no_grad():
+        assert_outputs_close(stacked(x, x_of), reference(x, x_of))
+    # Train mode updated each U-Net's BatchNorm statistics (and counted the batch) as the reference did.
+    assert_states_close(stacked.state_dict(), reference.state_dict())
+
+
+def training_loss(model, x, x_of):
+    """train.py's loss: MSE(raw) + MSE(flow) (lambda_raw = lambda_of = 1)."""
+    mse = torch.nn.MSELoss()
+    of_out, raw_out, of_target, raw_target = model(x, x_of)
+    return mse(raw_out, raw_target) + (mse(of_out, of_target) if isinstance(of_out, torch.Tensor) else 0)
+
+
+def adam_steps(model, x, x_of, steps=3, eps=1e-7):
+    """train.py's step: Adam (lr 1e-3; eps 1e-7 there), zero_grad, backward, step; returns the losses."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=eps, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = training_loss(model, x, x_of)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def feeds_batchnorm(key):
+    """The bias of a conv followed by a BatchNorm (DoubleConv's convs 0 and 3): in train mode BatchNorm
+    subtracts it again, so its exact gradient is zero and what backward returns is rounding noise."""
+    return key.endswith(("conv.0.bias", "conv.3.bias"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_float64_gradients_and_adam_steps_equal_separate_unets(case):
+    """In float64 the two computations agree to ~1e-9 and better: the same mathematics, train.py's Adam settings.
+
+    (Why parameters are not compared in float32: test_float32_training_steps_follow_separate_unets.)
+    """
+    reference, stacked = make_pair(*case, dtype=torch.float64)
+    x, x_of = inputs(case[1], dtype=torch.float64)
+    for model in (reference, stacked):
+        training_loss(model.train(), x, x_of).backward()
+    want = {k: p.grad for k, p in reference.named_parameters()}
+    got = stacked.map_to_reference({k: p.grad for k, p in stacked.named_parameters()})
+    assert list(got) == list(want)
+    for key, w in want.items():
+        assert (got[key] is None) == (w is None), key  # unused U-Nets get no gradient, as in the reference
+        if w is None:
+            continue
+        if feeds_batchnorm(key):  # both rounding noise, far below the gradient of the conv's weight
+            scale = want[key[:-len("bias")] + "weight"].abs().max().item()
+            assert max(got[key].abs().max().item(), w.abs().max().item()) <= F64_REL * scale, key
+        else:
+            assert_close(got[key], w, key, rel=F64_REL)
+
+    reference, stacked = make_pair(*case, dtype=torch.float64)
+    np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=1e-12)
+    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
+    with torch.no_grad():
+        assert_outputs_close(stacked.eval()(x, x_of), reference.eval()(x, x_of))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_float32_training_steps_follow_separate_unets(case):
+    """float32, train.py's Adam from the same weights: the same losses and BatchNorm counters.
+
+    Parameters are compared in float64 (above), not here: float32 rounding differs between any two
+    summation orders (grouped or separate convolutions, or the separate U-Nets themselves in NCHW or
+    channels_last: gradients differ by ~1e-5..1e-4 relative either way), and Adam does not keep such
+    differences small. The biases that feed a BatchNorm have an exact gradient of zero (see
+    feeds_batchnorm), so float32 backward returns rounding noise for them, larger than Adam's
+    eps = 1e-7, and Adam moves each by about lr in a direction set by that noise; and a ReLU or
+    max-pool that flips on a 1e-9 difference changes a gradient outright.
+    """
+    reference, stacked = make_pair(*case)
+    x, x_of = inputs(case[1])
+    np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=REL)
+    counters = [k for k in reference.state_dict() if k.endswith("num_batches_tracked")]
+    assert all(torch.equal(stacked.state_dict()[k], reference.state_dict()[k]) for k in counters)
+
+
+@pytest.mark.parametrize("cls, tot_of_num", [(SelfCompleteNetFull, 5), (SelfCompleteNet4, 1)])
+@pytest.mark.parametrize("padding", [False, True])
+def test_nchw_path_equals_separate_unets(cls, tot_of_num, padding):
+    reference, stacked = make_pair(cls, tot_of_num, None, padding, True, channels_last=False)
+    x, x_of = inputs(tot_of_num)
+    with torch.no_grad():
+        assert_outputs_close(stacked.train()(x, x_of), reference.train()(x, x_of))
+        assert_outputs_close(stacked.eval()(x, x_of), reference.eval()(x, x_of))
+    reference, stacked = make_pair(cls, tot_of_num, None, padding, True, channels_last=False, dtype=torch.float64)
+    x, x_of = inputs(tot_of_num, dtype=torch.float64)
+    np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=1e-12)
+    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
+
+
+@pytest.mark.parametrize("golden, cls, tot_of_num, raw_range", [
+    ("selfcomplete_full_of5_nf8.npz", SelfCompleteNetFull, 5, None),
+    ("selfcomplete_net4_of1_nf8.npz", SelfCompleteNet4, 1, None),
+    ("selfcomplete_full_of5_rawRange2_nf8.npz", SelfCompleteNetFull, 5, 2),
+])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_golden_vectors(golden, cls, tot_of_num, raw_range, channels_last):
+    data = np.load(DATA / golden)
+    model = StackedClozeNet(cls(features_root=8, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict",
+                                rawRange=raw_range, useFlow=True, padding=False), channels_last=channels_last)
+    model.load_state_dict(det_fill(model.state_dict()))  # the reference's keys and shapes
+    model.eval()
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(data["x"]), torch.from_numpy(data["x_of"]))
+    for name, value in zip(("of_outputs", "raw_outputs", "of_targets", "raw_targets"), outputs):
+        np.testing.assert_allclose(value.numpy(), data[name], atol=1e-5, rtol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("cls, tot_of_num, raw_range, use_flow", [
+    (SelfCompleteNetFull, 5, None, True), (SelfCompleteNetFull, 5, 2, True), (SelfCompleteNet4, 1, None, True),
+    (SelfCompleteNet4, 1, 1, True), (SelfCompleteNetFull, 5, None, False)])
+def test_state_dict_round_trip_is_the_reference_state_dict(cls, tot_of_num, raw_range, use_flow):
+    reference, stacked = make_pair(cls, tot_of_num, raw_range, False, use_flow, nf=8)
+    reference.train()(*inputs(tot_of_num))  # non-trivial running statistics and counters
+    stacked.load_state_dict(reference.state_dict())
+    want, got = reference.state_dict(), stacked.state_dict()
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].shape == want[key].shape and got[key].dtype == want[key].dtype, key
+        assert torch.equal(got[key], want[key]), key
+        # Compact tensors: torch.save writes this U-Net's values only, not the whole stacked storage.
+        assert got[key].is_contiguous() and got[key].untyped_storage().nbytes() == got[key].numel() * got[key].element_size()
+    # ... and the reference code loads it strictly.
+    fresh = cls(features_root=8, tot_raw_num=5, tot_of_num=tot_of_num, rawRange=raw_range, useFlow=use_flow,
+                padding=False)
+    fresh.load_state_dict(got)
+    assert all(torch.equal(v, want[k]) for k, v in fresh.state_dict().items())
+
+
+def test_data_parallel_prefix_and_strict_loading():
+    reference, stacked = make_pair(SelfCompleteNet4, 1, None, False, True, nf=4)
+    saved = torch.nn.DataParallel(stacked).state_dict()
+    assert list(saved) == ["module." + k for k in reference.state_dict()]
+    fresh = StackedSelfCompleteNet4(features_root=4, padding=False)
+    fresh.load_state_dict(strip_data_parallel_prefix(saved))
+    assert all(torch.equal(v, saved["module." + k]) for k, v in fresh.state_dict().items())
+    incomplete = dict(reference.state_dict())
+    del incomplete["up41.conv.conv.3.weight"]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        fresh.load_state_dict(incomplete)
+
+
+@pytest.mark.parametrize("stacked_cls, cls, tot_of_num", [(StackedSelfCompleteNetFull, SelfCompleteNetFull, 5),
+                                                           (StackedSelfCompleteNet4, SelfCompleteNet4, 1)])
+def test_same_seed_same_initial_weights_and_random_state(stacked_cls, cls, tot_of_num):
+    torch.manual_seed(7)
+    reference = cls(features_root=4, tot_of_num=tot_of_num, rawRange=3, padding=False)
+    after_reference = torch.get_rng_state()
+    torch.manual_seed(7)
+    stacked = stacked_cls(features_root=4, tot_of_num=tot_of_num, rawRange=3, padding=False)
+    assert torch.equal(torch.get_rng_state(), after_reference)
+    assert_states_close(stacked.state_dict(), reference.state_dict())
+    assert all(torch.equal(stacked.state_dict()[k], v) for k, v in reference.state_dict().items())
+
+
+def test_cat_per_unet_concatenates_inside_each_block():
+    skip, up = torch.randn(2, 3 * 4, 5, 5), torch.randn(2, 3 * 2, 5, 5)
+    want = torch.cat([torch.cat([skip[:, 4 * g:4 * g + 4], up[:, 2 * g:2 * g + 2]], 1) for g in range(3)], 1)
+    assert torch.equal(cat_per_unet(skip, up, 3), want)
+    got = cat_per_unet(skip.contiguous(memory_format=torch.channels_last),
+                       up.contiguous(memory_format=torch.channels_last), 3)
+    assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_uses_the_stacked_network_by_default():
+    from utils.config import load_config
+    from utils.training import make_network
+
+    cloze = load_config(Path(__file__).resolve().parent.parent / "config.cfg").cloze
+    assert isinstance(make_network(cloze), StackedClozeNet)
+    separate = make_network(cloze, stacked=False)
+    assert not isinstance(separate, StackedClozeNet)
+    assert list(make_network(cloze).state_dict()) == list(separate.state_dict())
