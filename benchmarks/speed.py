@@ -24,6 +24,7 @@ Later rows (FlowNet2 pairs/s, Cascade R-CNN frames/s, end to end) plug in as fun
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import SelfCompleteNet4, SelfCompleteNetFull  # noqa: E402
 from models.stacked_cloze import StackedClozeNet  # noqa: E402
+from utils.cloze_steps import ErrorStep, TrainStep  # noqa: E402
 
 
 @dataclass
@@ -59,17 +61,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device, times: int = 1) -> float:
     synchronize(device)
     started = time.perf_counter()
-    fn()
+    for _ in range(times):
+        fn()
     synchronize(device)
     return time.perf_counter() - started
 
 
 def interleaved(row: str, metric: str, steps: dict[str, Callable[[], object]], items_per_step: int,
-                device: torch.device, warmup: int, repeats: int) -> list[Result]:
-    """Time each variant's step `repeats` times, variants interleaved, after `warmup` untimed steps each."""
+                device: torch.device, warmup: int, repeats: int, steps_per_repeat: int = 1) -> list[Result]:
+    """Time each variant's step `repeats` times (`steps_per_repeat` steps each: one on a CPU, tens on a GPU,
+    whose single steps are too short to time), variants interleaved, after `warmup` untimed steps each."""
     results = {name: Result(row, metric, name) for name in steps}
     for name, step in steps.items():
         if device.type == "cuda":
@@ -81,25 +85,39 @@ def interleaved(row: str, metric: str, steps: dict[str, Callable[[], object]], i
             results[name].peak_bytes = torch.cuda.max_memory_allocated(device)
     for _ in range(repeats):
         for name, step in steps.items():
-            results[name].rates.append(items_per_step / timed(step, device))
+            results[name].rates.append(items_per_step * steps_per_repeat / timed(step, device, steps_per_repeat))
     return list(results.values())
 
 
 # ---- row: cloze networks -------------------------------------------------------------------
 
 CLOZE_VARIANTS = {
-    # name: (stacked execution or None for the separate U-Nets, channels_last?)
-    "reference": (None, False),  # the reference-equivalent path: separate U-Nets, NCHW
-    "reference_cl": (None, True),  # the same modules with channels_last tensors
-    "grouped": ("grouped", False),  # stacked: all U-Nets together, grouped convolutions, NCHW
-    "grouped_cl": ("grouped", True),  # the same, channels_last: make_network's default off the CPU
-    "sequential_cl": ("sequential", True),  # stacked weights, U-Nets one after another: the default on CPU
+    # name: (stacked execution or None for the separate U-Nets, channels_last, CUDA graph, precision)
+    "reference": (None, False, False, "fp32"),  # the reference-equivalent path: separate U-Nets, eager, NCHW
+    "reference_cl": (None, True, False, "fp32"),  # the same modules with channels_last tensors
+    "grouped": ("grouped", False, False, "fp32"),  # stacked: all U-Nets together, grouped convolutions
+    "grouped_cl": ("grouped", True, False, "fp32"),
+    "sequential_cl": ("sequential", True, False, "fp32"),  # stacked weights, U-Nets one after another
+    "graph_reference": (None, False, True, "fp32"),  # the separate U-Nets, step captured
+    "graph_grouped": ("grouped", False, True, "fp32"),
+    "graph_grouped_cl": ("grouped", True, True, "fp32"),
+    "graph_sequential_cl": ("sequential", True, True, "fp32"),
+    "graph_grouped_bf16": ("grouped", False, True, "bf16"),
+    "graph_grouped_cl_bf16": ("grouped", True, True, "bf16"),
+    "graph_sequential_cl_bf16": ("sequential", True, True, "bf16"),
+    "default": ("auto", True, True, "fp32"),  # what train.py / test.py run (make_network, TrainStep, ErrorStep)
+    "default_bf16": ("auto", True, True, "bf16"),  # the same with precision = bf16
+    "sequential_cl_bf16": ("sequential", True, False, "bf16"),
 }
+DEFAULT_VARIANTS = {"cpu": ["reference", "reference_cl", "grouped_cl", "default", "default_bf16"],
+                    "cuda": ["reference", "grouped", "grouped_cl", "sequential_cl", "graph_reference",
+                             "graph_grouped", "graph_grouped_cl", "graph_sequential_cl", "graph_grouped_bf16",
+                             "graph_grouped_cl_bf16", "default", "default_bf16"]}
 
 
 def make_cloze(variant: str, net: str, nf: int, padding: bool, device: torch.device) -> torch.nn.Module:
     """The same initial weights for every variant (seed 0): the stacked network takes the reference's over."""
-    execution, channels_last = CLOZE_VARIANTS[variant]
+    execution, channels_last, _, _ = CLOZE_VARIANTS[variant]
     cls, tot_of_num = (SelfCompleteNetFull, 5) if net == "full" else (SelfCompleteNet4, 1)
     torch.manual_seed(0)
     reference = cls(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=None,
@@ -118,59 +136,94 @@ def random_cubes(batch: int, tot_of_num: int, device: torch.device, seed: int) -
 
 
 def cloze_inputs(variant: str, raw: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if variant == "reference_cl":  # the separate U-Nets see channels_last inputs
+    execution, channels_last, _, _ = CLOZE_VARIANTS[variant]
+    if execution is None and channels_last:  # the separate U-Nets see channels_last inputs
         return raw.contiguous(memory_format=torch.channels_last), flow
     return raw, flow
 
 
-def train_step(model: torch.nn.Module, raw: torch.Tensor, flow: torch.Tensor) -> Callable[[], None]:
-    """forward + backward + Adam step, with train.py's loss (lambda_raw = lambda_of = 1) and optimiser."""
+def reference_train_step(model: torch.nn.Module, raw: torch.Tensor, flow: torch.Tensor) -> Callable[[], None]:
+    """The reference's loop body: forward, MSE(raw) + MSE(flow), zero_grad, backward, Adam step."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, weight_decay=0.0)
     mse = torch.nn.MSELoss()
     model.train()
 
-    def step() -> None:
+    def step() -> torch.Tensor:
         of_out, raw_out, of_target, raw_target = model(raw, flow)
         loss = mse(raw_out, raw_target) + mse(of_out, of_target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        return loss.detach()
 
     return step
 
 
-def eval_step(model: torch.nn.Module, raw: torch.Tensor, flow: torch.Tensor) -> Callable[[], None]:
+def project_train_step(variant: str, model: torch.nn.Module, raw: torch.Tensor,
+                       flow: torch.Tensor) -> Callable[[], object]:
+    """This project's step (utils/cloze_steps.TrainStep), as train.py runs it."""
+    _, _, capture, precision = CLOZE_VARIANTS[variant]
+    model.train()
+    return functools.partial(TrainStep(model, learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=True,
+                                       batch_size=len(raw), device=raw.device, precision=precision, capture=capture),
+                             raw, flow)
+
+
+def train_step(variant: str, model: torch.nn.Module, raw: torch.Tensor, flow: torch.Tensor) -> Callable[[], object]:
+    if variant.startswith("reference"):
+        return reference_train_step(model, raw, flow)
+    return project_train_step(variant, model, raw, flow)
+
+
+def eval_step(variant: str, model: torch.nn.Module, raw: torch.Tensor, flow: torch.Tensor) -> Callable[[], object]:
+    """The scoring pass's step: per-cube errors in eval mode (utils/cloze_steps.ErrorStep)."""
+    _, _, capture, precision = CLOZE_VARIANTS[variant]
     model.eval()
-
-    @torch.no_grad()
-    def step() -> None:
-        model(raw, flow)
-
-    return step
+    return functools.partial(ErrorStep(model, use_flow=True, batch_size=len(raw), device=raw.device,
+                                       precision=precision, capture=capture), raw, flow)
 
 
 def check_cloze_outputs(variants: list[str], args: argparse.Namespace, device: torch.device) -> None:
-    """Every variant, loaded with the reference's weights, gives the reference's eval outputs."""
+    """Before timing, every variant from the reference's weights against the reference path: its per-cube
+    errors (eval mode), the losses of 3 training steps on one batch, and the per-cube errors after them.
+
+    Single weights are not compared: Adam's first steps move each weight by about lr in the direction
+    of its gradient's sign, which float rounding flips where a gradient is near zero; the function the
+    weights compute (the errors) is what must agree.
+    """
     tot_of_num = 5 if args.net == "full" else 1
-    raw, flow = random_cubes(8, tot_of_num, device, seed=1)
-    with torch.no_grad():
-        ref = make_cloze("reference", args.net, args.nf, args.padding, device).eval()
-        expected = ref(raw, flow)
-        for variant in variants:
-            model = make_cloze(variant, args.net, args.nf, args.padding, device).eval()
-            model.load_state_dict(ref.state_dict())
-            got = model(*cloze_inputs(variant, raw, flow))
-            diff = max((g - e).abs().max().item() for g, e in zip(got, expected))
-            scale = max(e.abs().max().item() for e in expected)
-            print(f"  {variant:<14} eval outputs vs reference: max |diff| {diff:.2e} (max |output| {scale:.2f})")
-            del model
+    raw, flow = random_cubes(args.batch, tot_of_num, device, seed=1)
+
+    def run(variant: str) -> tuple[torch.Tensor, list[float], torch.Tensor]:
+        model = make_cloze(variant, args.net, args.nf, args.padding, device)
+        inputs = cloze_inputs(variant, raw, flow)
+        before = torch.cat(eval_step(variant, model, *inputs)())
+        step = train_step(variant, model, *inputs)
+        losses = []
+        for _ in range(3):
+            loss = step()
+            losses.append(float(loss) if loss is not None else float("nan"))
+        after = torch.cat(eval_step(variant, model, *inputs)())
+        return before, losses, after
+
+    def rel(got: torch.Tensor, want: torch.Tensor) -> float:
+        return ((got - want).abs().max() / want.abs().max()).item()
+
+    want_before, want_losses, want_after = run("reference")
+    for variant in variants:
+        before, losses, after = run(variant)
+        loss_diff = max(abs(a - b) / abs(b) for a, b in zip(losses, want_losses))
+        print(f"  {variant:<26} max rel diff from reference: errors {rel(before, want_before):.1e}, "
+              f"3 training losses {loss_diff:.1e}, errors after them {rel(after, want_after):.1e}")
 
 
 def row_cloze(args: argparse.Namespace, device: torch.device) -> list[Result]:
-    variants = args.variants
+    variants = args.variants or DEFAULT_VARIANTS[device.type]
+    if "reference" not in variants:
+        variants = ["reference", *variants]
     tot_of_num = 5 if args.net == "full" else 1
     print(f"cloze networks ({args.net}, nf {args.nf}, padding {args.padding}) on {device}")
-    check_cloze_outputs(variants, args, device)
+    check_cloze_outputs(variants[1:], args, device)
     results = []
     for metric, batch, make_step in (("train cubes/s", args.batch, train_step),
                                      ("eval cubes/s", args.eval_batch, eval_step)):
@@ -178,8 +231,8 @@ def row_cloze(args: argparse.Namespace, device: torch.device) -> list[Result]:
         steps = {}
         for variant in variants:
             model = make_cloze(variant, args.net, args.nf, args.padding, device)
-            steps[variant] = make_step(model, *cloze_inputs(variant, raw, flow))
-        results += interleaved("cloze", metric, steps, batch, device, args.warmup, args.repeats)
+            steps[variant] = make_step(variant, model, *cloze_inputs(variant, raw, flow))
+        results += interleaved("cloze", metric, steps, batch, device, args.warmup, args.repeats, args.steps)
         del steps
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -204,23 +257,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["cloze"])
-    parser.add_argument("--variants", nargs="+", choices=list(CLOZE_VARIANTS),
-                        default=["reference", "reference_cl", "grouped_cl", "sequential_cl"],
-                        help="cloze variants; the first one should be 'reference' (the ratios' base)")
+    parser.add_argument("--variants", nargs="+", choices=list(CLOZE_VARIANTS), default=None,
+                        help="cloze variants (default: DEFAULT_VARIANTS of the device); 'reference' is always "
+                             "added: the ratios' base")
     parser.add_argument("--net", choices=("full", "net4"), default="full", help="SelfCompleteNetFull or SelfCompleteNet4")
     parser.add_argument("--nf", type=int, default=32)
     parser.add_argument("--padding", action="store_true", help="padding=True (15 input channels per U-Net)")
     parser.add_argument("--batch", type=int, default=128, help="training batch (cubes)")
     parser.add_argument("--eval-batch", type=int, default=128, help="eval batch (cubes)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default: cpu 1, cuda 5)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed repeat (default: cpu 1, cuda 50)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: the machine's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if "reference" not in args.variants:
-        args.variants = ["reference", *args.variants]
     device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    args.warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)
+    args.steps = args.steps if args.steps is not None else (50 if on_gpu else 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     results = []

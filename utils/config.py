@@ -146,6 +146,11 @@ class ClozeConfig:
     w_raw: float = 0.5
     w_of: float = 1.0
     learning_rate: float = field(default=1e-3, metadata={"min": 0, "exclusive": True})
+    # How the steps run, not what they compute (utils/cloze_steps.py): fp32 is the reference's
+    # arithmetic; bf16 runs the networks' forward under bfloat16 autocast. cuda_graphs captures
+    # the training and scoring steps on a GPU (single process).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    cuda_graphs: bool = True
 
     @property
     def tot_raw_num(self) -> int:

@@ -42,7 +42,8 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
             model.to(device)
             errors = distributed_cube_errors if parallel else cube_errors
             raw, of = errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
-                             progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""))
+                             progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""),
+                             cloze.precision, cloze.cuda_graphs)
             train_raw = trained.raw_scores[h][w]
             block_scores = cloze.w_raw * (raw - train_raw.mean()) / train_raw.std()
             if cloze.use_flow:

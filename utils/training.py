@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from models import StackedClozeNet, build_cloze_network, strip_data_parallel_prefix
 from utils import distributed
+from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
 from utils.errors import VECError
@@ -39,108 +40,78 @@ def make_network(cloze: ClozeConfig, stacked: bool = True) -> nn.Module:
     return StackedClozeNet(network) if stacked else network
 
 
-def cube_batches(store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
-                 generator: torch.Generator | None = None, rank: int = 0,
-                 world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
-    """Network inputs for batches of cubes: raw (B, 3T, p, p) in [0, 1] and flow (B, 2T_of, p, p).
-
-    With a generator the order is shuffled (as DataLoader(shuffle=True)); rows of a batch
-    are read from the memory map in file order, which is faster and changes nothing.
-    With world_size > 1 every rank draws the same permutation and takes its contiguous
-    share (`distributed.share_bounds`) of each global batch of `batch_size` cubes, so the
-    cubes of a step over all ranks are the single-process batch (a share may be empty).
-    """
-    if generator is not None:
-        indices = indices[torch.randperm(len(indices), generator=generator).numpy()]
-    for start in range(0, len(indices), batch_size):
-        rows = np.sort(indices[start:start + batch_size])
-        if world_size > 1:
-            first, stop = distributed.share_bounds(len(rows), rank, world_size)
-            rows = rows[first:stop]
-        raw = torch.from_numpy(np.ascontiguousarray(store.raw[rows]))
-        flow = torch.from_numpy(np.ascontiguousarray(store.flow[rows]))
-        raw = raw.flatten(1, 2).to(device=device, dtype=torch.float32) / 255.0  # (B, T, 3, p, p) -> (B, 3T, p, p)
-        flow = flow.flatten(1, 2).to(device=device, dtype=torch.float32)
-        yield raw, flow
-
-
-def _share_of_batch_loss(output: Tensor, target: Tensor) -> Tensor:
-    """Sum over this rank's cubes of each cube's mean squared error (0 for no cubes)."""
-    return ((output - target) ** 2).flatten(1).mean(1).sum()
-
-
 def train_block(model: nn.Module, store: CubeStore, indices: np.ndarray, cloze: ClozeConfig, device: str,
                 generator: torch.Generator, progress: bool = True, label: str = "", rank: int = 0,
                 world_size: int = 1) -> list[float]:
     """Train `model` in place on the cubes `indices`; returns the mean loss of each epoch.
 
     With world_size > 1, `model` is wrapped in DistributedDataParallel (`distributed.
-    data_parallel`) and every rank calls this: each takes its share of every global batch,
-    and its loss is its cubes' part of the global batch's mean times world_size, so that
-    DDP's average of the gradients is the gradient of the single-process loss.
+    data_parallel`) and every rank calls this, each on its share of every global batch
+    (`cloze_steps.TrainStep` scales the loss so that DDP's averaged gradient is the
+    single-process one). On a GPU the step is captured in a CUDA graph (`cuda_graphs`).
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=cloze.learning_rate, eps=1e-7, weight_decay=0.0)
-    mse = nn.MSELoss()
+    step = TrainStep(model, learning_rate=cloze.learning_rate, lambda_raw=cloze.lambda_raw, lambda_of=cloze.lambda_of,
+                     use_flow=cloze.use_flow, batch_size=cloze.batch_size, device=torch.device(device),
+                     precision=cloze.precision, capture=cloze.cuda_graphs, world_size=world_size)
     model.train()
     epoch_losses = []
     n_batches = -(-len(indices) // cloze.batch_size)
     bar = tqdm(total=cloze.epochs * n_batches, desc=f"train{label}", unit="batch", disable=not progress)
     for epoch in range(cloze.epochs):
-        total, seen = 0.0, 0
+        # Summed on the device: reading a loss back each step would stall a GPU after every batch.
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
         batches = cube_batches(store, indices, cloze.batch_size, device, generator, rank, world_size)
-        for step, (raw, flow) in enumerate(batches):
-            of_out, raw_out, of_target, raw_target = model(raw, flow)
-            if world_size == 1:
-                loss = cloze.lambda_raw * mse(raw_out, raw_target)
-                if cloze.use_flow:
-                    loss = loss + cloze.lambda_of * mse(of_out, of_target)
-                batch_cubes = len(raw)
-            else:
-                batch_cubes = min(cloze.batch_size, len(indices) - step * cloze.batch_size)
-                loss = cloze.lambda_raw * _share_of_batch_loss(raw_out, raw_target)
-                if cloze.use_flow:
-                    loss = loss + cloze.lambda_of * _share_of_batch_loss(of_out, of_target)
-                loss = loss * (world_size / batch_cubes)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * (len(raw) if world_size == 1 else batch_cubes / world_size)
+        for index, (raw, flow) in enumerate(batches):
+            batch_cubes = min(cloze.batch_size, len(indices) - index * cloze.batch_size)
+            loss = step(raw, flow, batch_cubes)
+            total += loss.double() * (len(raw) if world_size == 1 else batch_cubes / world_size)
             seen += len(raw)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(seen, 1):.5f}")
+            if progress and (index % 50 == 0 or index == n_batches - 1):
+                bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / max(seen, 1):.5f}")
         if world_size > 1:  # this rank's sum of per-cube losses -> the epoch's mean over all cubes
-            counts = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)  # nccl: on the GPU
+            counts = torch.stack([total, torch.tensor(float(seen), dtype=torch.float64, device=device)])
             total, seen = distributed.sum_over_ranks(counts).tolist()
+        else:
+            total = total.item()
         epoch_losses.append(total / seen)
     bar.close()
     return epoch_losses
 
 
-@torch.no_grad()
 def cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
-                use_flow: bool, progress: bool = False, label: str = "errors") -> tuple[np.ndarray, np.ndarray | None]:
+                use_flow: bool, progress: bool = False, label: str = "errors", precision: str = "fp32",
+                cuda_graphs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-cube raw and flow scores: the SUM of squared completion errors (eval mode)."""
     model.eval()
+    step = ErrorStep(model, use_flow=use_flow, batch_size=batch_size, device=torch.device(device),
+                     precision=precision, capture=cuda_graphs)
     raw_scores, of_scores = [], []
     batches = cube_batches(store, indices, batch_size, device)
     for raw, flow in tqdm(batches, total=-(-len(indices) // batch_size), desc=label, unit="batch", disable=not progress):
-        of_out, raw_out, of_target, raw_target = model(raw, flow)
-        # Copied out of the tensors: numpy views would keep one small torch allocation per batch
-        # alive, which pins the freed batch buffers around it (heap memory grew with the cube count).
-        raw_scores.append(((raw_target - raw_out) ** 2).flatten(1).sum(1).double().cpu().numpy().copy())
-        if use_flow:
-            of_scores.append(((of_target - of_out) ** 2).flatten(1).sum(1).double().cpu().numpy().copy())
+        raw_sse, of_sse = step(raw, flow)
+        raw_scores.append(raw_sse)
+        of_scores.append(of_sse)
     empty = np.zeros(0)
-    return (np.concatenate(raw_scores) if raw_scores else empty,
-            (np.concatenate(of_scores) if of_scores else empty) if use_flow else None)
+    if not raw_scores:
+        return empty, (empty if use_flow else None)
+
+    def gathered(parts: list[Tensor]) -> np.ndarray:
+        # One copy to the host at the end, out of the tensors: numpy views would keep small torch
+        # allocations alive, which pins the freed batch buffers around them.
+        return torch.cat(parts).double().cpu().numpy().copy()
+
+    return gathered(raw_scores), (gathered(of_scores) if use_flow else None)
 
 
 def distributed_cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
-                            use_flow: bool, progress: bool = False,
-                            label: str = "errors") -> tuple[np.ndarray, np.ndarray | None]:
+                            use_flow: bool, progress: bool = False, label: str = "errors",
+                            precision: str = "fp32", cuda_graphs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """`cube_errors` of `indices` with each rank of the torchrun group scoring its contiguous share,
     gathered in the order of `indices` on every rank (plain `cube_errors` in a single process)."""
-    raw, of = cube_errors(model, store, distributed.shard(indices), batch_size, device, use_flow, progress, label)
+    raw, of = cube_errors(model, store, distributed.shard(indices), batch_size, device, use_flow, progress, label,
+                          precision, cuda_graphs)
     parts = distributed.gather_objects((raw, of))
     return (np.concatenate([p[0] for p in parts]),
             np.concatenate([p[1] for p in parts]) if use_flow else None)
@@ -176,16 +147,21 @@ def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: in
             model = make_network(cloze).to(device)
             label = f" block ({h},{w})" if h_block * w_block > 1 else ""
             if parallel and distributed.active():
+                if isinstance(model, StackedClozeNet):
+                    # Synchronised BatchNorm works through the BatchNorm modules, which only the grouped
+                    # execution calls (the sequential one calls F.batch_norm on views of their tensors).
+                    model.execution = "grouped"
                 wrapped = distributed.data_parallel(model, device, cloze.network_raw_range is not None)
                 train_block(wrapped, store, members, cloze, device, generator, progress, label,
                             distributed.rank(), distributed.world_size())
                 model = wrapped.module
                 raw, of = distributed_cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow,
-                                                  progress, f"training-score pass{label}")
+                                                  progress, f"training-score pass{label}", cloze.precision,
+                                                  cloze.cuda_graphs)
             else:
                 train_block(model, store, members, cloze, device, generator, progress, label)
                 raw, of = cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow, progress,
-                                      f"training-score pass{label}")
+                                      f"training-score pass{label}", cloze.precision, cloze.cuda_graphs)
             trained.states[h][w] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             trained.raw_scores[h][w] = raw
             trained.of_scores[h][w] = of if of is not None else np.zeros(0)

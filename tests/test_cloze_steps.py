@@ -1,0 +1,90 @@
+"""`precision = bf16` of the cloze networks: what it changes (the arithmetic) and what it must not (the result)."""
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import write_config
+from utils.cloze_steps import ErrorStep, TrainStep, cube_batches, prefetch
+from utils.config import load_config
+from utils.errors import VECError
+from utils.pipeline import compute_flow, open_dataset_split, run_testing, run_training
+from utils.training import make_network
+
+
+@pytest.mark.slow
+def test_bf16_auroc_on_the_synthetic_data_is_within_0_005_of_fp32(tmp_path):
+    """The README's main job (the built-in synthetic dataset, its config) trained and scored in fp32 and in bf16."""
+    config = write_config(tmp_path)
+    cfg = load_config(config)
+    for split_name in ("train", "test"):
+        compute_flow(cfg, open_dataset_split(cfg, split_name), "cpu")
+    auroc = {}
+    for precision in ("fp32", "bf16"):
+        cfg = load_config(config, [f"SelfComplete.precision={precision}", f"shared_parameters.data_root_dir=data_{precision}",
+                                   f"shared_parameters.results_dir=results_{precision}"])
+        run_training(cfg)
+        auroc[precision] = run_testing(cfg)["auroc_micro"]
+    assert auroc["fp32"] > 0.9, auroc  # the main job's figure: a real model, not chance
+    assert abs(auroc["bf16"] - auroc["fp32"]) <= 0.005, auroc
+
+
+def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(small_synthetic, tmp_path):
+    cloze = load_config(write_config(tmp_path, nf=4)).cloze
+    batch = (torch.rand(8, 15, 32, 32), torch.randn(8, 10, 32, 32))
+    errors, losses = {}, {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = make_network(cloze)
+        step = TrainStep(model, learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=True, batch_size=8,
+                         device=torch.device("cpu"), precision=precision)
+        losses[precision] = [step(*batch).item() for _ in range(3)]
+        model.eval()
+        errors[precision] = torch.cat(ErrorStep(model, use_flow=True, batch_size=8, device=torch.device("cpu"),
+                                                precision=precision)(*batch))
+    assert errors["bf16"].dtype == torch.float32  # errors are summed in float32 whatever the forward ran in
+    assert not torch.equal(errors["bf16"], errors["fp32"])  # bf16 did run: its rounding shows
+    # bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding; errors are sums over 5,120 values.
+    np.testing.assert_allclose(errors["bf16"], errors["fp32"], rtol=0.05)
+    np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.05)
+
+
+def test_unknown_precision_is_one_line(tmp_path):
+    config = write_config(tmp_path)
+    with pytest.raises(VECError, match="precision") as err:
+        load_config(config, ["SelfComplete.precision=fp8"])
+    assert "\n" not in str(err.value) and "bf16" in str(err.value)
+
+
+def test_cube_batches_equal_the_store_rows_in_the_shuffled_order(small_synthetic, tmp_path):
+    from utils.pipeline import boxes_of_split, cubes_of_split
+
+    cfg = small_synthetic
+    split = open_dataset_split(cfg, "train")
+    store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, "cpu"))
+    indices = np.arange(len(store))
+    order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(5)).numpy()]
+    batches = list(cube_batches(store, indices, 7, "cpu", torch.Generator().manual_seed(5)))
+    assert len(batches) == -(-len(store) // 7)
+    for k, (raw, flow) in enumerate(batches):
+        rows = np.sort(order[7 * k:7 * k + 7])
+        expected_raw = torch.from_numpy(np.asarray(store.raw[rows])).flatten(1, 2).float() / 255.0
+        assert torch.equal(raw, expected_raw)
+        assert torch.equal(flow, torch.from_numpy(np.asarray(store.flow[rows])).flatten(1, 2).float())
+
+
+def test_prefetch_yields_in_order_and_raises_the_readers_error():
+    assert list(prefetch(iter(range(100)), depth=2)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise VECError("flow file x.npy is truncated")
+
+    got = []
+    with pytest.raises(VECError, match="truncated"):
+        for item in prefetch(failing()):
+            got.append(item)
+    assert got == [1]
+    # A consumer that stops early leaves no thread behind blocked on a full queue.
+    items = prefetch(iter(range(1000)), depth=1)
+    assert next(items) == 0
+    items.close()

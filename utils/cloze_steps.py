@@ -1,0 +1,279 @@
+"""The cloze networks' training and scoring steps, and the cube batches that feed them.
+
+One step = the reference's: forward, loss (docs/method.md §6), backward, Adam. How it runs
+depends on the device, never what it computes:
+
+- CPU, or any device under torchrun: eager PyTorch, one step per batch.
+- CUDA, one process: the step of a full batch is captured once in a CUDA graph and
+  replayed (ten small U-Nets launch hundreds of tiny kernels; the replay launches them
+  as one). The warm-up steps that capturing needs run on a copy of the batch and are
+  then undone (weights, BatchNorm statistics and Adam's moments restored), so the
+  sequence of updates is the eager one. A smaller last batch runs eagerly.
+- `precision = bf16`: forward under bfloat16 autocast (losses and Adam in float32).
+
+Batches are read from the memory-mapped cube store on a background thread, into pinned
+memory when the device is a GPU, so that the GPU does not wait for the disk.
+"""
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from utils import distributed
+from utils.cubes import CubeStore
+from utils.errors import VECError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capturing (as torch.cuda.graphs' docs do)
+
+
+def autocast(device: torch.device, precision: str, capturing: bool = False) -> contextlib.AbstractContextManager:
+    """The forward pass's autocast context (none for fp32: the reference's arithmetic, untouched)."""
+    if precision not in PRECISIONS:
+        raise VECError(f"precision = {precision} is unknown; use {' or '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    # Autocast's cache of cast weights must not outlive a CUDA graph capture.
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=not capturing)
+
+
+def wants_capture(device: torch.device, requested: bool) -> bool:
+    """CUDA graphs for a single-process run on a GPU (DistributedDataParallel's hooks run eagerly)."""
+    return requested and device.type == "cuda" and not distributed.active()
+
+
+# ---- batches ------------------------------------------------------------------------------
+
+def _host_batches(store: CubeStore, indices: np.ndarray, batch_size: int, generator: torch.Generator | None,
+                  rank: int, world_size: int, pin: bool) -> Iterator[tuple[Tensor, Tensor]]:
+    """The rows of each batch, read from the memory map: raw uint8 (B, T, 3, p, p), flow float32 (B, T_of, 2, p, p)."""
+    if generator is not None:
+        indices = indices[torch.randperm(len(indices), generator=generator).numpy()]
+    for start in range(0, len(indices), batch_size):
+        rows = np.sort(indices[start:start + batch_size])
+        if world_size > 1:
+            first, stop = distributed.share_bounds(len(rows), rank, world_size)
+            rows = rows[first:stop]
+        batch = []
+        for array in (store.raw, store.flow):
+            out = torch.empty((len(rows), *array.shape[1:]), dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, pin_memory=pin)
+            np.take(array, rows, axis=0, out=out.numpy())
+            batch.append(out)
+        yield batch[0], batch[1]
+
+
+def prefetch(iterator: Iterator, depth: int = 3) -> Iterator:
+    """`iterator`'s items, produced `depth` ahead on a background thread; its exceptions re-raised here."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        """Put `item` unless the consumer has gone (then never block on a full queue)."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                if not offer(item):
+                    return
+            offer(done)
+        except BaseException as err:  # handed to the consumer, which raises it
+            offer(err)
+
+    thread = threading.Thread(target=produce, name="cube-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def cube_batches(store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
+                 generator: torch.Generator | None = None, rank: int = 0,
+                 world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+    """Network inputs for batches of cubes: raw (B, 3T, p, p) in [0, 1] and flow (B, 2T_of, p, p).
+
+    With a generator the order is shuffled (as DataLoader(shuffle=True)); rows of a batch
+    are read from the memory map in file order, which is faster and changes nothing.
+    With world_size > 1 every rank draws the same permutation and takes its contiguous
+    share (`distributed.share_bounds`) of each global batch of `batch_size` cubes, so the
+    cubes of a step over all ranks are the single-process batch (a share may be empty).
+    On a GPU the rows are read ahead on a background thread into pinned memory and copied
+    asynchronously; the uint8 → float conversion runs on the device.
+    """
+    on_gpu = torch.device(device).type == "cuda"
+    host = _host_batches(store, indices, batch_size, generator, rank, world_size, pin=on_gpu)
+    for raw, flow in (prefetch(host) if on_gpu else host):
+        raw = raw.to(device, non_blocking=True).flatten(1, 2).float() / 255.0  # (B, T, 3, p, p) -> (B, 3T, p, p)
+        flow = flow.to(device, non_blocking=True).flatten(1, 2).float()
+        yield raw, flow
+
+
+# ---- steps --------------------------------------------------------------------------------
+
+def _share_of_batch_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Sum over this rank's cubes of each cube's mean squared error (0 for no cubes)."""
+    return ((output - target) ** 2).flatten(1).mean(1).sum()
+
+
+class _Captured:
+    """A function of fixed-shape tensors, captured in a CUDA graph: inputs are copied into static buffers."""
+
+    def __init__(self, fn: Callable[..., Tensor | tuple], example: tuple[Tensor, ...],
+                 warmup: Callable[[], None] | None = None, after_warmup: Callable[[], None] | None = None) -> None:
+        self.inputs = tuple(t.clone() for t in example)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(CAPTURE_WARMUP_STEPS):
+                (warmup or fn)(*self.inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        if after_warmup is not None:
+            after_warmup()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn(*self.inputs)
+
+    def shape_fits(self, *tensors: Tensor) -> bool:
+        return all(t.shape == s.shape for t, s in zip(tensors, self.inputs))
+
+    def __call__(self, *tensors: Tensor):
+        for static, t in zip(self.inputs, tensors):
+            static.copy_(t)
+        self.graph.replay()
+        return self.outputs
+
+
+class TrainStep:
+    """Adam steps of `model` on batches (train.py's loss and optimiser), eager or CUDA-graph captured.
+
+    `world_size > 1` (DistributedDataParallel): each rank's loss is its cubes' part of the
+    global batch's mean times world_size, so that DDP's average of the gradients is the
+    gradient of the single-process loss. Calling returns the loss (a detached device tensor).
+    """
+
+    def __init__(self, model: nn.Module, *, learning_rate: float, lambda_raw: float, lambda_of: float,
+                 use_flow: bool, batch_size: int, device: torch.device, precision: str = "fp32",
+                 capture: bool = False, world_size: int = 1) -> None:
+        self.model, self.device, self.precision = model, torch.device(device), precision
+        self.lambda_raw, self.lambda_of, self.use_flow = lambda_raw, lambda_of, use_flow
+        self.batch_size, self.world_size = batch_size, world_size
+        self.capture = wants_capture(self.device, capture)
+        autocast(self.device, precision)  # rejects an unknown precision before any work
+        # capturable: Adam's step counter lives on the GPU, so its update can be replayed.
+        options = {"capturable": True, "foreach": True} if self.capture else {}
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, eps=1e-7, weight_decay=0.0, **options)
+        self._mse = nn.MSELoss()
+        self._graph: _Captured | None = None
+
+    def _loss(self, raw: Tensor, flow: Tensor, batch_cubes: int, capturing: bool = False) -> Tensor:
+        with autocast(self.device, self.precision, capturing):
+            of_out, raw_out, of_target, raw_target = self.model(raw, flow)
+        if self.precision != "fp32":
+            raw_out = raw_out.float()
+            of_out = of_out.float() if isinstance(of_out, Tensor) else of_out
+        if self.world_size == 1:
+            loss = self.lambda_raw * self._mse(raw_out, raw_target)
+            if self.use_flow:
+                loss = loss + self.lambda_of * self._mse(of_out, of_target)
+            return loss
+        loss = self.lambda_raw * _share_of_batch_loss(raw_out, raw_target)
+        if self.use_flow:
+            loss = loss + self.lambda_of * _share_of_batch_loss(of_out, of_target)
+        return loss * (self.world_size / batch_cubes)
+
+    def _eager(self, raw: Tensor, flow: Tensor, batch_cubes: int) -> Tensor:
+        loss = self._loss(raw, flow, batch_cubes)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def __call__(self, raw: Tensor, flow: Tensor, batch_cubes: int | None = None) -> Tensor:
+        batch_cubes = len(raw) if batch_cubes is None else batch_cubes
+        if not self.capture or len(raw) != self.batch_size:
+            return self._eager(raw, flow, batch_cubes)
+        if self._graph is None:
+            self._graph = self._capture_step(raw, flow)
+        return self._graph(raw, flow).clone()
+
+    def _capture_step(self, raw: Tensor, flow: Tensor) -> _Captured:
+        # The module's own tensors (a stacked network's state_dict() returns per-U-Net copies).
+        own = [*self.model.parameters(), *self.model.buffers()]
+        saved = [t.detach().clone() for t in own]
+        had_state = bool(self.optimizer.state)
+        moments = {id(p): {k: v.clone() for k, v in s.items()} for p, s in self.optimizer.state.items()}
+
+        def warmup(raw: Tensor, flow: Tensor) -> None:
+            self._eager(raw, flow, len(raw))
+
+        def undo_warmup() -> None:
+            """The warm-up steps never happened: weights, statistics and Adam's state as before them."""
+            with torch.no_grad():
+                for value, before in zip(own, saved):
+                    value.copy_(before)
+                for p, state in self.optimizer.state.items():
+                    for name, value in state.items():
+                        if had_state:
+                            value.copy_(moments[id(p)][name])
+                        else:
+                            value.zero_()  # Adam's fresh state: step 0, zero moments
+            # Gradients allocated inside the graph's pool are what backward writes on each replay.
+            self.optimizer.zero_grad(set_to_none=True)
+
+        def step(raw: Tensor, flow: Tensor) -> Tensor:
+            loss = self._loss(raw, flow, len(raw), capturing=True)
+            loss.backward()
+            self.optimizer.step()
+            return loss.detach()
+
+        return _Captured(step, (raw, flow), warmup=warmup, after_warmup=undo_warmup)
+
+
+class ErrorStep:
+    """Per-cube raw and flow completion errors (sum of squared errors) of `model` in eval mode."""
+
+    def __init__(self, model: nn.Module, *, use_flow: bool, batch_size: int, device: torch.device,
+                 precision: str = "fp32", capture: bool = False) -> None:
+        self.model, self.use_flow, self.batch_size = model, use_flow, batch_size
+        self.device, self.precision = torch.device(device), precision
+        self.capture = wants_capture(self.device, capture)
+        autocast(self.device, precision)
+        self._graph: _Captured | None = None
+
+    def _errors(self, raw: Tensor, flow: Tensor, capturing: bool = False) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            with autocast(self.device, self.precision, capturing):
+                of_out, raw_out, of_target, raw_target = self.model(raw, flow)
+            raw_sse = ((raw_target - raw_out.float()) ** 2).flatten(1).sum(1)
+            if not self.use_flow:
+                return raw_sse, raw_sse[:0]
+            return raw_sse, ((of_target - of_out.float()) ** 2).flatten(1).sum(1)
+
+    def __call__(self, raw: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.capture or len(raw) != self.batch_size:
+            return self._errors(raw, flow)
+        if self._graph is None:
+            self._graph = _Captured(lambda r, f: self._errors(r, f, capturing=True), (raw, flow))
+        return tuple(t.clone() for t in self._graph(raw, flow))
