@@ -1,13 +1,25 @@
 """FlowNet2's custom layers in plain PyTorch (the reference has them as CUDA kernels only).
 
 Each follows its kernel's arithmetic, borders included, and runs on any device.
+
+Under torch.autocast (FlowNet2 in fp16 / bf16) the three layers still compute in float32, each
+for a reason given where it does so; outside autocast (fp32) they run exactly as before.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import Tensor, nn
+
+
+def _float32(*tensors: Tensor) -> tuple[contextlib.AbstractContextManager, tuple[Tensor, ...]]:
+    """Under autocast: a context that turns it off and the tensors in float32; else nothing changes."""
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return contextlib.nullcontext(), tensors
+    return torch.autocast(device_type, enabled=False), tuple(t.float() for t in tensors)
 
 
 class Correlation(nn.Module):
@@ -26,6 +38,13 @@ class Correlation(nn.Module):
         self.stride1, self.stride2, self.corr_multiply = stride1, stride2, corr_multiply
 
     def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
+        # float32 under autocast: each output sums C = 256 products of features before dividing by C,
+        # which overflows fp16 (max 65504) for features of ~16 and more; the layer is ~6 % of the time.
+        context, (input1, input2) = _float32(input1, input2)
+        with context:
+            return self._correlate(input1, input2)
+
+    def _correlate(self, input1: Tensor, input2: Tensor) -> Tensor:
         b, c, h, w = input1.shape
         pad, stride1, stride2 = self.pad_size, self.stride1, self.stride2
         kernel_radius = (self.kernel_size - 1) // 2
@@ -76,6 +95,14 @@ class Resample2d(nn.Module):
         self.kernel_size = kernel_size
 
     def forward(self, input: Tensor, flow: Tensor) -> Tensor:
+        # float32 under autocast: the sampling positions are pixel indices (up to 511) plus the flow, and
+        # bf16 holds integers exactly only up to 256 (fp16: fractions of 1/4 px at 512) - the warp would
+        # jump by whole pixels. The result comes back in the input's dtype (float32 inside FlowNet2).
+        context, (input32, flow) = _float32(input, flow)
+        with context:
+            return self._warp(input32, flow).to(input.dtype)
+
+    def _warp(self, input: Tensor, flow: Tensor) -> Tensor:
         b, c, h, w = input.shape
         ys, xs = torch.meshgrid(torch.arange(h, device=input.device, dtype=flow.dtype),
                                 torch.arange(w, device=input.device, dtype=flow.dtype), indexing="ij")
@@ -107,4 +134,8 @@ class ChannelNorm(nn.Module):
         self.norm_deg = norm_deg
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.pow(self.norm_deg).sum(dim=1, keepdim=True).pow(1.0 / self.norm_deg)
+        # float32 under autocast: FlowNet2 takes norms of flows in pixels, whose squares overflow fp16
+        # above 256 px; in float32 it costs nothing measurable (one element-wise pass).
+        context, (x,) = _float32(x)
+        with context:
+            return x.pow(self.norm_deg).sum(dim=1, keepdim=True).pow(1.0 / self.norm_deg)

@@ -1,6 +1,7 @@
 """Speed of the pipeline's stages, each fast path against the reference-equivalent path, in ONE run.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--batch 128] [--eval-batch 128] [--repeats 5]
+    python benchmarks/speed.py [--device cpu|cuda] [--rows cloze flownet2 cascade_rcnn] [--batch 128] [--eval-batch 128]
+                               [--flow-batch 8] [--det-batch 4] [--precisions fp16 bf16] [--repeats 5]
 
 Row "cloze" (the cloze networks, the training step's cost): the reference-equivalent path
 (SelfCompleteNetFull as the reference runs it: ten separate U-Nets, eager, fp32, NCHW)
@@ -18,8 +19,15 @@ or shared machine affects all variants alike. On CUDA, timings are synchronised 
 peak GPU memory of each variant is printed. Before timing, every variant is loaded with the
 same weights and its outputs are compared with the reference's.
 
-Later rows (FlowNet2 pairs/s, Cascade R-CNN frames/s, end to end) plug in as functions
-`row_<name>(args) -> list[Result]` registered in ROWS.
+Rows "flownet2" (pairs/s at 512x384, --flow-batch pairs per step) and "cascade_rcnn"
+(frames/s at the paper's 1333x800 test scale, --det-batch frames per step): the network as
+the pipeline runs it (FlowNet2Flow.compute / CascadeRCNNDetector: uint8 frames in, float32
+numpy out) in each precision of --precisions (flow_precision / detector_precision), where the
+fp32 variant is named "reference" and is each row's ratio base. Weights are det_fill stand-ins
+(tests/detfill.py; no checkpoint is needed), so the rows measure speed only; the accuracy of
+fp16 / bf16 is benchmarks/precision.py's. These rows import no tqdm or pytest.
+
+Later rows (end to end) plug in as functions `row_<name>(args) -> list[Result]` registered in ROWS.
 """
 from __future__ import annotations
 
@@ -32,13 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models import SelfCompleteNet4, SelfCompleteNetFull  # noqa: E402
+from FlowNet2_src import FlowNet2  # noqa: E402
+from models import CascadeRCNN, SelfCompleteNet4, SelfCompleteNetFull  # noqa: E402
+from models.cascade_rcnn import TEST_SCALE  # noqa: E402
 from models.stacked_cloze import StackedClozeNet  # noqa: E402
+from tests.detfill import det_fill  # noqa: E402
 from utils.cloze_steps import ErrorStep, TrainStep  # noqa: E402
+from utils.errors import VECError  # noqa: E402
+from utils.precision import autocast, check_precision  # noqa: E402
 
 
 @dataclass
@@ -239,18 +253,99 @@ def row_cloze(args: argparse.Namespace, device: torch.device) -> list[Result]:
     return results
 
 
-# Later rows: row_flownet2 (pairs/s), row_cascade_rcnn (frames/s), row_end_to_end; same signature.
-ROWS: dict[str, Callable[[argparse.Namespace, torch.device], list[Result]]] = {"cloze": row_cloze}
+# ---- rows: FlowNet2 and Cascade R-CNN per precision ------------------------------------------
+
+def precision_variants(args: argparse.Namespace, device: torch.device) -> dict[str, str]:
+    """variant name → precision: "reference" (fp32) first, then each reduced precision asked for; one that
+    torch.autocast does not support on the device is skipped with its reason printed."""
+    variants = {"reference": "fp32"}
+    for precision in args.precisions:
+        if precision == "fp32":
+            continue
+        try:
+            check_precision(precision, device)
+        except VECError as err:
+            print(f"  skipped: {err}")
+            continue
+        variants[precision] = precision
+    return variants
+
+
+STAND_IN = "det_fill stand-in weights (no checkpoint here or on the GPU machine): speed only, not accuracy"
+
+
+def row_flownet2(args: argparse.Namespace, device: torch.device) -> list[Result]:
+    """FlowNet2 pairs/s at 512x384 as FlowNet2Flow.compute runs it (uint8 in, float32 numpy out)."""
+    print(f"FlowNet2, batch {args.flow_batch} pairs of 512x384 frames, on {device}; {STAND_IN}")
+    model = FlowNet2()
+    model.load_state_dict(det_fill(model.state_dict()))
+    model = model.to(device).eval()
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, (args.flow_batch, 384, 512, 3), dtype=np.uint8)
+    second = np.roll(first, 3, axis=2)
+
+    def step(precision: str) -> Callable[[], np.ndarray]:
+        @torch.inference_mode()
+        def run() -> np.ndarray:  # utils/flow/flownet2.py FlowNet2Flow.compute
+            pair = np.stack([first, second], axis=1)
+            inputs = torch.from_numpy(pair.astype(np.float32)).permute(0, 4, 1, 2, 3).to(device)
+            with autocast(precision, device):
+                flow = model(inputs)
+            return flow.permute(0, 2, 3, 1).float().cpu().numpy()
+        return run
+
+    steps = {name: step(precision) for name, precision in precision_variants(args, device).items()}
+    results = interleaved("flownet2", "pairs/s", steps, args.flow_batch, device, args.warmup, args.repeats)
+    del model, steps
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
+def row_cascade_rcnn(args: argparse.Namespace, device: torch.device) -> list[Result]:
+    """Cascade R-CNN frames/s at 1333x800 as CascadeRCNNDetector runs it (BGR uint8 in, float32 numpy out)."""
+    width, height = TEST_SCALE
+    print(f"Cascade R-CNN R101-FPN, batch {args.det_batch} frames of {width}x{height}, score_thr 0.05, "
+          f"on {device}; {STAND_IN}")
+    model = CascadeRCNN()
+    model.load_state_dict(det_fill(model.state_dict()))
+    model = model.to(device).eval()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.det_batch)]
+
+    def step(precision: str) -> Callable[[], list]:
+        @torch.inference_mode()
+        def run() -> list:  # utils/foreground/detectors.py CascadeRCNNDetector.__call__, one batch
+            inputs, shapes, factors = model.preprocess_batch(frames, TEST_SCALE)
+            results = []
+            with autocast(precision, device):
+                feats = model.extract_feat(inputs)
+                for i, (shape, factor) in enumerate(zip(shapes, factors)):
+                    boxes, scores, _ = model.detect(inputs, shape, factor, 0.05, feats=feats, batch_index=i)
+                    results.append(torch.cat([boxes, scores[:, None]], 1).float().cpu().numpy())
+            return results
+        return run
+
+    steps = {name: step(precision) for name, precision in precision_variants(args, device).items()}
+    results = interleaved("cascade_rcnn", "frames/s", steps, args.det_batch, device, args.warmup, args.repeats)
+    del model, steps
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
+ROWS: dict[str, Callable[[argparse.Namespace, torch.device], list[Result]]] = {
+    "cloze": row_cloze, "flownet2": row_flownet2, "cascade_rcnn": row_cascade_rcnn}
 
 
 def print_table(results: list[Result], baseline: str = "reference") -> None:
-    print(f"\n{'row':<8}{'metric':<16}{'variant':<15}{'median':>10}{'ratio':>8}{'peak MiB':>10}   repeats")
+    print(f"\n{'row':<14}{'metric':<16}{'variant':<15}{'median':>10}{'ratio':>8}{'peak MiB':>10}   repeats")
     for r in results:
         base = next((b for b in results if (b.row, b.metric, b.variant) == (r.row, r.metric, baseline)), None)
         ratio = f"{r.median / base.median:.2f}x" if base else ""
         peak = f"{r.peak_bytes / 2 ** 20:.0f}" if r.peak_bytes is not None else "-"
-        reps = " ".join(f"{v:.1f}" for v in r.rates)
-        print(f"{r.row:<8}{r.metric:<16}{r.variant:<15}{r.median:>10.1f}{ratio:>8}{peak:>10}   {reps}")
+        reps = " ".join(f"{v:.2f}" for v in r.rates)
+        print(f"{r.row:<14}{r.metric:<16}{r.variant:<15}{r.median:>10.2f}{ratio:>8}{peak:>10}   {reps}")
 
 
 def main() -> None:
@@ -265,6 +360,10 @@ def main() -> None:
     parser.add_argument("--padding", action="store_true", help="padding=True (15 input channels per U-Net)")
     parser.add_argument("--batch", type=int, default=128, help="training batch (cubes)")
     parser.add_argument("--eval-batch", type=int, default=128, help="eval batch (cubes)")
+    parser.add_argument("--flow-batch", type=int, default=8, help="FlowNet2 row: pairs per step")
+    parser.add_argument("--det-batch", type=int, default=4, help="Cascade R-CNN row: frames per step")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16"), default=["fp16", "bf16"],
+                        help="FlowNet2 / Cascade R-CNN rows: reduced precisions beside fp32 ('reference')")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default: cpu 1, cuda 5)")
     parser.add_argument("--steps", type=int, default=None, help="steps per timed repeat (default: cpu 1, cuda 50)")
     parser.add_argument("--repeats", type=int, default=5)

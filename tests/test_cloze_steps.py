@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tests.conftest import write_config
-from utils.cloze_steps import ErrorStep, TrainStep, cube_batches, prefetch
+from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
+from utils.prefetch import prefetch
 from utils.config import load_config
 from utils.errors import VECError
 from utils.pipeline import compute_flow, open_dataset_split, run_testing, run_training

@@ -17,8 +17,6 @@ memory when the device is a GPU, so that the GPU does not wait for the disk.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from typing import Callable, Iterator
 
 import numpy as np
@@ -28,20 +26,18 @@ from torch import Tensor, nn
 from utils import distributed
 from utils.cubes import CubeStore
 from utils.errors import VECError
+from utils.precision import autocast as precision_autocast
+from utils.prefetch import prefetch
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+CLOZE_PRECISIONS = ("fp32", "bf16")
 CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capturing (as torch.cuda.graphs' docs do)
 
 
 def autocast(device: torch.device, precision: str, capturing: bool = False) -> contextlib.AbstractContextManager:
-    """The forward pass's autocast context (none for fp32: the reference's arithmetic, untouched)."""
-    if precision not in PRECISIONS:
-        raise VECError(f"precision = {precision} is unknown; use {' or '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    # Autocast's cache of cast weights must not outlive a CUDA graph capture.
-    return torch.autocast(device.type, dtype=dtype, cache_enabled=not capturing)
+    """The cloze networks' forward context: none for fp32 (the reference's arithmetic, untouched)."""
+    if precision not in CLOZE_PRECISIONS:
+        raise VECError(f"precision = {precision} is unknown; use {' or '.join(CLOZE_PRECISIONS)}")
+    return precision_autocast(precision, device, cache_enabled=not capturing)
 
 
 def wants_capture(device: torch.device, requested: bool) -> bool:
@@ -67,46 +63,6 @@ def _host_batches(store: CubeStore, indices: np.ndarray, batch_size: int, genera
             np.take(array, rows, axis=0, out=out.numpy())
             batch.append(out)
         yield batch[0], batch[1]
-
-
-def prefetch(iterator: Iterator, depth: int = 3) -> Iterator:
-    """`iterator`'s items, produced `depth` ahead on a background thread; its exceptions re-raised here."""
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def offer(item) -> bool:
-        """Put `item` unless the consumer has gone (then never block on a full queue)."""
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in iterator:
-                if not offer(item):
-                    return
-            offer(done)
-        except BaseException as err:  # handed to the consumer, which raises it
-            offer(err)
-
-    thread = threading.Thread(target=produce, name="cube-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def cube_batches(store: CubeStore, indices: np.ndarray, batch_size: int, device: str,

@@ -28,11 +28,13 @@ from typing import Literal
 import torch
 
 from utils.errors import VECError
+from utils.precision import check_precision
 
 FlowMethod = Literal["flownet2", "dis", "farneback", "raft"]
 Detector = Literal["cascade_rcnn", "mmdet", "none"]
 Layout = Literal["UCSDped2", "avenue", "ShanghaiTech"]
 ForegroundMode = Literal["obj_det_with_motion", "obj_det", "simple_patch", "frame"]
+Precision = Literal["fp32", "fp16", "bf16"]  # utils/precision.py: fp32 = no autocast (the reference's numbers)
 
 # The reference's camelCase spellings of our snake_case keys.
 ALIASES = {"motionThr": "motion_thr", "useFlow": "use_flow", "rawRange": "raw_range"}
@@ -106,7 +108,9 @@ class DatasetConfig:
     test_block_mode: int = field(default=1, metadata=_at_least(1))
     motion_thr: float = 0.0
     flow_method: FlowMethod = "flownet2"
+    flow_precision: Precision = "fp32"  # FlowNet2 under torch.autocast in fp16 / bf16 (flow_method = flownet2)
     detector: Detector = "cascade_rcnn"
+    detector_precision: Precision = "fp32"  # Cascade R-CNN's layers in fp16 / bf16 (detector = cascade_rcnn)
     detector_checkpoint: Path = Path("obj_det_checkpoints/cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth")
     detector_config: Path | None = None  # an MMDetection 3 config, for detector = mmdet
     flownet2_checkpoint: Path = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
@@ -355,6 +359,23 @@ def _check_names(parser: configparser.ConfigParser, path: Path) -> None:
             raise VECError(f"{path}: [{section}] mode must be {expected}")
 
 
+def _check_precisions(reader: _Reader, section: str, dataset: DatasetConfig, device: str) -> None:
+    """fp16 / bf16 only for the network that honours it, and only where torch.autocast supports it."""
+    for key, method_key, network in (("flow_precision", "flow_method", "flownet2"),
+                                     ("detector_precision", "detector", "cascade_rcnn")):
+        value, method = getattr(dataset, key), getattr(dataset, method_key)
+        if value == "fp32":
+            continue
+        where = reader.origin(section, key)
+        if method != network:
+            raise VECError(f"{where} = {value!r} applies to {method_key} = {network} only, not {method}; "
+                           "set it to fp32")
+        try:
+            check_precision(value, resolve_device(device), key)
+        except VECError as err:
+            raise VECError(f"{where}: {err}") from None
+
+
 def parse_overrides(assignments: list[str] | None) -> list[tuple[str, str, str]]:
     """`SECTION.KEY=VALUE` strings → (section, key, value); one-line error for a malformed one."""
     parsed = []
@@ -404,6 +425,7 @@ def load_config(path: str | Path = "config.cfg", overrides: list[str] | None = N
                            "(the benchmark whose folder layout the dataset uses)")
         given["layout"] = name
     dataset = reader.read(DatasetConfig, [name], **given)
+    _check_precisions(reader, name, dataset, shared.device)
     cloze = reader.read(ClozeConfig, [name, CLOZE])
     shared_values = {f.name: getattr(shared, f.name) for f in fields(SharedConfig)}
     return RunConfig(config_path=path, dataset=dataset, cloze=cloze, **shared_values)

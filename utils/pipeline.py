@@ -61,7 +61,7 @@ def compute_flow(cfg: RunConfig, split: VideoSplit, device: str) -> int:
     """Flow files of every frame of the split; returns how many were written (the rest existed)."""
     backend = build_flow_backend(cfg.dataset.flow_method, device=device,
                                  flownet2_checkpoint=cfg.dataset.flownet2_checkpoint,
-                                 raft_weights=cfg.dataset.raft_weights)
+                                 raft_weights=cfg.dataset.raft_weights, precision=cfg.dataset.flow_precision)
     if not distributed.active():
         return compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size)
     written = compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size,
@@ -84,10 +84,17 @@ def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
                            f"({flow_file_path(cfg.flow_dir, split, i)}); run `python calc_img_inputs.py` first")
 
 
+def precision_settings(cfg: RunConfig, *keys: str) -> dict:
+    """The precision keys among `keys` that are not fp32: recorded only then, so what fp32 runs
+    wrote before these keys existed (box settings, manifests) still matches."""
+    return {key: getattr(cfg.dataset, key) for key in keys if getattr(cfg.dataset, key) != "fp32"}
+
+
 def box_settings(cfg: RunConfig) -> dict:
     """What decides the boxes besides the frames: mode, thresholds and detector."""
     ds = cfg.dataset
-    detector = ({"detector": ds.detector, "detector_checkpoint": ds.detector_checkpoint.name}
+    detector = ({"detector": ds.detector, "detector_checkpoint": ds.detector_checkpoint.name,
+                 **precision_settings(cfg, "detector_precision")}
                 if cfg.foreground_extraction_mode in MODES_WITH_DETECTOR else {})
     return {"mode": cfg.foreground_extraction_mode, **asdict(ds.boxes), **detector}
 
@@ -99,7 +106,7 @@ def model_settings(cfg: RunConfig) -> dict:
             "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method, "motion_thr": ds.motion_thr,
             "boxes": box_settings(cfg), "nf": cloze.nf, "context_frame_num": cloze.context_frame_num,
             "context_of_num": cloze.context_of_num, "border_mode": cloze.border_mode, "raw_range": cloze.raw_range,
-            "use_flow": cloze.use_flow, "padding": cloze.padding}
+            "use_flow": cloze.use_flow, "padding": cloze.padding, **precision_settings(cfg, "flow_precision")}
 
 
 def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.ndarray]:
@@ -107,7 +114,7 @@ def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.nd
 
     def detector_factory():
         return build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
-                              device=device, batch_size=ds.detector_batch_size)
+                              device=device, batch_size=ds.detector_batch_size, precision=ds.detector_precision)
 
     if not distributed.active():
         return split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
@@ -141,7 +148,7 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
     settings = {"patch_size": ds.patch_size, "context_frame_num": cloze.context_frame_num,
                 "context_of_num": cloze.context_of_num, "border_mode": cloze.border_mode, "motion_thr": ds.motion_thr,
                 "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method, "block_mode": options.block_mode,
-                "boxes": boxes_fingerprint(boxes)}
+                "boxes": boxes_fingerprint(boxes), **precision_settings(cfg, "flow_precision")}
     reuse = options.reuse_cubes and read_store_settings(directory) == settings
     if distributed.broadcast_object(reuse):  # rank 0 decides for all
         print(f"cubes: reusing {directory}")

@@ -44,7 +44,7 @@ from utils.errors import VECError
 from utils.foreground import box_file_path
 from utils.io import atomic_dir, seed_everything, write_json
 from utils.metrics import frame_auroc
-from utils.pipeline import boxes_of_split, compute_flow, cubes_of_split, run_training
+from utils.pipeline import boxes_of_split, compute_flow, cubes_of_split, precision_settings, run_training
 from utils.scoring import NO_BOX_SCORE, frame_scores, score_cubes
 from utils.training import TrainedBlocks, load_trained, make_network
 from utils.videos import (VideoSource, extract_frames, normalise_scores, plot_video_scores, probe_source,
@@ -72,10 +72,10 @@ def _derived_settings(cfg: RunConfig, fingerprints: dict) -> dict:
     ds = cfg.dataset
     return {"frames": fingerprints,
             "flow": {"flow_method": ds.flow_method, "flownet2_checkpoint": str(ds.flownet2_checkpoint),
-                     "raft_weights": str(ds.raft_weights)},
+                     "raft_weights": str(ds.raft_weights), **precision_settings(cfg, "flow_precision")},
             "boxes": {"mode": cfg.foreground_extraction_mode, "detector": ds.detector,
                       "detector_checkpoint": str(ds.detector_checkpoint), "detector_config": str(ds.detector_config),
-                      **asdict(ds.boxes)}}
+                      **asdict(ds.boxes), **precision_settings(cfg, "detector_precision")}}
 
 
 def refresh_derived(cfg: RunConfig, dataset_dir: Path, split_name: str, fingerprints: dict) -> bool:

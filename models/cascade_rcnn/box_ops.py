@@ -13,7 +13,10 @@ NMS_SPLIT_THRESHOLD = 10000
 
 
 def decode_deltas(rois: Tensor, deltas: Tensor, stds: Sequence[float], max_shape: tuple[int, int]) -> Tensor:
-    """(dx, dy, dw, dh) deltas relative to rois → boxes clipped to max_shape (h, w); means are 0."""
+    """(dx, dy, dw, dh) deltas relative to rois → boxes clipped to max_shape (h, w); means are 0.
+
+    Computed in the rois' dtype (float32): deltas a network made under autocast (half) are cast first."""
+    deltas = deltas.to(rois.dtype)
     deltas = deltas * deltas.new_tensor(stds)
     centres = (rois[:, :2] + rois[:, 2:]) * 0.5
     sizes = rois[:, 2:] - rois[:, :2]

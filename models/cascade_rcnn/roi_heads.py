@@ -34,14 +34,17 @@ class BoxHead(nn.Module):
 
 
 def pool_rois(features: Sequence[Tensor], rois: Tensor) -> Tensor:
-    """RoIAlign 7x7 of each roi (N, 5: batch index, box) from the FPN level its size maps to (P2-P5)."""
+    """RoIAlign 7x7 of each roi (N, 5: batch index, box) from the FPN level its size maps to (P2-P5).
+
+    Sampled in the rois' dtype (float32), as mmcv's RoIAlign does under autocast: features a network
+    made in half are cast first (a no-op in float32)."""
     scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
     levels = torch.floor(torch.log2(scale / FINEST_SCALE + 1e-6)).clamp(min=0, max=3).long()
     pooled = rois.new_zeros(len(rois), features[0].shape[1], 7, 7)
     for level in range(4):
         members = (levels == level).nonzero().view(-1)
         if len(members):
-            pooled[members] = roi_align(features[level], rois[members], output_size=7,
+            pooled[members] = roi_align(features[level].to(rois.dtype), rois[members], output_size=7,
                                         spatial_scale=1 / FPN_STRIDES[level], sampling_ratio=0, aligned=True)
     return pooled
 
@@ -75,7 +78,9 @@ class CascadeRoIHead(nn.Module):
     def detections(rois: Tensor, cls_scores: Sequence[Tensor], deltas: Tensor, img_shape: tuple[int, int],
                    scale_factor: tuple[float, float], score_thr: float) -> tuple[Tensor, Tensor, Tensor]:
         """The last stage's boxes with the stage-averaged class scores → per-class NMS 0.5, top 100,
-        in original-image coordinates: (boxes, scores, labels)."""
+        in original-image coordinates: (boxes, scores, labels). Scores and boxes are computed in the
+        rois' dtype (float32) whatever dtype the heads gave under autocast."""
+        cls_scores = [s.to(rois.dtype) for s in cls_scores]
         probabilities = torch.softmax(sum(cls_scores) / len(cls_scores), dim=-1)
         boxes = decode_deltas(rois[:, 1:], deltas, STAGE_STDS[-1], img_shape)
         boxes = boxes * boxes.new_tensor([1 / scale_factor[0], 1 / scale_factor[1]]).repeat(2)

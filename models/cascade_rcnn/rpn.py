@@ -48,8 +48,12 @@ class RegionProposalHead(nn.Module):
     def decode(self, cls_scores: Sequence[Tensor], deltas: Sequence[Tensor], img_shape: tuple[int, int],
                batch_index: int = 0) -> tuple[Tensor, Tensor]:
         """Head outputs of one image → proposals (N, 4) and their objectness, by decreasing objectness:
-        per level the top 1000 anchors, decoded, empty boxes dropped, NMS 0.7 per level, top 1000."""
+        per level the top 1000 anchors, decoded, empty boxes dropped, NMS 0.7 per level, top 1000.
+        Scores and boxes in the anchors' float32, whatever dtype the head gave under autocast (in half,
+        sigmoid scores tie massively and the top-1000 cut would become arbitrary)."""
         anchors = grid_anchors([c.shape[2:] for c in cls_scores], cls_scores[0].device)
+        cls_scores = [c.to(anchors[0].dtype) for c in cls_scores]
+        deltas = [d.to(anchors[0].dtype) for d in deltas]
         level_scores, level_deltas, level_anchors, level_ids = [], [], [], []
         for level, (cls, delta, anchor) in enumerate(zip(cls_scores, deltas, anchors)):
             scores = cls[batch_index].permute(1, 2, 0).reshape(-1).sigmoid()

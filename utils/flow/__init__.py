@@ -19,14 +19,19 @@ __all__ = ["FLOW_SIZE", "FlowBackend", "OpenCVFlow", "build_flow_backend", "comp
 
 
 def build_flow_backend(method: str, *, device: str = "cpu", flownet2_checkpoint: Path | None = None,
-                       raft_weights: Path | None = None) -> FlowBackend:
-    """The backend named by `flow_method` in config.cfg (networks are imported only when asked for)."""
+                       raft_weights: Path | None = None, precision: str = "fp32") -> FlowBackend:
+    """The backend named by `flow_method` in config.cfg (networks are imported only when asked for).
+
+    `precision` (flow_precision) applies to flownet2 only; another method with fp16 / bf16 is an error."""
+    if precision != "fp32" and method != "flownet2":
+        raise VECError(f"flow_precision = {precision} applies to flow_method = flownet2 only; "
+                       f"set flow_precision = fp32 for flow_method = {method}")
     if method in ("dis", "farneback"):
         return OpenCVFlow(method)
     if method == "flownet2":
         from utils.flow.flownet2 import FlowNet2Flow
 
-        return FlowNet2Flow.from_checkpoint(flownet2_checkpoint, device=device)
+        return FlowNet2Flow.from_checkpoint(flownet2_checkpoint, device=device, precision=precision)
     if method == "raft":
         from utils.flow.raft import RaftFlow
 

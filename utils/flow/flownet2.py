@@ -10,6 +10,7 @@ from FlowNet2_src import FlowNet2
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
 from utils.io import load_state_dict_file
+from utils.precision import autocast, check_precision
 
 CHECKPOINT_URL = "https://drive.google.com/file/d/1hF8vS6YeHkx3j2pfCeQqqZGwA_PJq_Da/view?usp=sharing"
 DEFAULT_CHECKPOINT = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
@@ -37,17 +38,24 @@ def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch
 
 
 class FlowNet2Flow(FlowBackend):
-    """Frames fed as float 0..255, (B, 3, 2, 384, 512), as the reference fed them."""
+    """Frames fed as float 0..255, (B, 3, 2, 384, 512), as the reference fed them.
 
-    def __init__(self, model: FlowNet2, device: str = "cpu") -> None:
-        self.model, self.device = model.to(device).eval(), device
+    `precision` (flow_precision): fp32 (the reference's numbers), or fp16 / bf16 under torch.autocast;
+    the flow returned is float32 either way (README, "Precision": its measured effect)."""
+
+    def __init__(self, model: FlowNet2, device: str = "cpu", precision: str = "fp32") -> None:
+        check_precision(precision, device, "flow_precision")
+        self.model, self.device, self.precision = model.to(device).eval(), device, precision
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None, device: str = "cpu") -> "FlowNet2Flow":
-        return cls(load_flownet2(path, device), device)
+    def from_checkpoint(cls, path: str | Path | None, device: str = "cpu", precision: str = "fp32"
+                        ) -> "FlowNet2Flow":
+        return cls(load_flownet2(path, device), device, precision)
 
     @torch.inference_mode()
     def compute(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         pair = np.stack([first, second], axis=1)  # B, 2, h, w, 3
         inputs = torch.from_numpy(pair.astype(np.float32)).permute(0, 4, 1, 2, 3).to(self.device)
-        return self.model(inputs).permute(0, 2, 3, 1).float().cpu().numpy()
+        with autocast(self.precision, self.device):
+            flow = self.model(inputs)
+        return flow.permute(0, 2, 3, 1).float().cpu().numpy()

@@ -16,6 +16,7 @@ from utils.datasets.split import VideoSplit
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
 from utils.io import make_dirs, require_free_space, save_npy
+from utils.prefetch import read_ahead
 
 
 def flow_file_path(flow_root: Path, split: VideoSplit, i: int) -> Path:
@@ -58,18 +59,23 @@ def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path,
                        progress: bool = True, frames: Sequence[int] | None = None) -> int:
     """Compute and save the flow of every frame of `split` (or of `frames` only: one process's
     share) in chunks of `batch_size` pairs; frames with a valid file are skipped. Returns the
-    number of flow files written."""
+    number of flow files written. The next chunk's frames are decoded on a background thread
+    while the backend computes this chunk's flow (utils/prefetch.py)."""
     height, width = split.read_frame(0).shape[:2]
     frames = range(len(split)) if frames is None else frames
     todo = [i for i in frames if not is_valid_flow_file(flow_file_path(flow_root, split, i), height, width)]
     if todo:
         require_free_space(make_dirs(flow_root), len(todo) * (height * width * 2 * 4 + 128), "the optical flow")
     bar = tqdm(total=len(todo), desc=f"flow ({split.split})", unit="frame", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
+
+    def read_pairs(chunk: list[int], _previous) -> tuple[np.ndarray, np.ndarray]:
         pairs = [flow_pair(split, i) for i in chunk]
         first = np.stack([split.read_frame(a) for a, _ in pairs])
         second = np.stack([split.read_frame(b) for _, b in pairs])  # read_frame checks every frame's size
+        return first, second
+
+    chunks = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+    for chunk, (first, second) in read_ahead(chunks, read_pairs):
         for i, flow in zip(chunk, backend(first, second)):
             save_npy(flow_file_path(flow_root, split, i), np.ascontiguousarray(flow, dtype=np.float32))
         bar.update(len(chunk))

@@ -14,6 +14,7 @@ import torch
 from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
 from utils.errors import VECError
 from utils.io import load_state_dict_file
+from utils.precision import autocast, check_precision
 
 Detector = Callable[[Sequence[np.ndarray]], list]
 
@@ -37,11 +38,16 @@ def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = 
 
 
 class CascadeRCNNDetector:
-    """Runs the backbone once per batch of frames, then each frame's proposals and cascade."""
+    """Runs the backbone once per batch of frames, then each frame's proposals and cascade.
+
+    `precision` (detector_precision): fp32 (the reference's numbers), or fp16 / bf16 under torch.autocast
+    for the network's layers; proposal decoding, RoIAlign, box decoding, clipping, NMS, score thresholds
+    and rescaling stay in float32 (models/cascade_rcnn/ casts the heads' outputs)."""
 
     def __init__(self, model: CascadeRCNN, device: str = "cpu", batch_size: int = 4, score_thr: float = 0.05,
-                 scale: tuple[int, int] = TEST_SCALE) -> None:
-        self.model = model.to(device).eval()
+                 scale: tuple[int, int] = TEST_SCALE, precision: str = "fp32") -> None:
+        check_precision(precision, device, "detector_precision")
+        self.model, self.device, self.precision = model.to(device).eval(), device, precision
         self.batch_size, self.score_thr, self.scale = batch_size, score_thr, scale
 
     @classmethod
@@ -53,10 +59,12 @@ class CascadeRCNNDetector:
         results = []
         for start in range(0, len(frames), self.batch_size):
             inputs, shapes, factors = self.model.preprocess_batch(frames[start:start + self.batch_size], self.scale)
-            feats = self.model.extract_feat(inputs)
-            for i, (shape, factor) in enumerate(zip(shapes, factors)):
-                boxes, scores, _ = self.model.detect(inputs, shape, factor, self.score_thr, feats=feats, batch_index=i)
-                results.append(torch.cat([boxes, scores[:, None]], 1).float().cpu().numpy())
+            with autocast(self.precision, self.device):
+                feats = self.model.extract_feat(inputs)
+                for i, (shape, factor) in enumerate(zip(shapes, factors)):
+                    boxes, scores, _ = self.model.detect(inputs, shape, factor, self.score_thr, feats=feats,
+                                                         batch_index=i)
+                    results.append(torch.cat([boxes, scores[:, None]], 1).float().cpu().numpy())
         return results
 
 
@@ -92,13 +100,19 @@ class MMDetDetector:
         return detections
 
 
-def build_detector(name: str, *, checkpoint: Path, config: Path | None, device: str, batch_size: int
-                   ) -> Detector | None:
-    """The appearance detector named by `detector` in config.cfg (None for `none`)."""
+def build_detector(name: str, *, checkpoint: Path, config: Path | None, device: str, batch_size: int,
+                   precision: str = "fp32") -> Detector | None:
+    """The appearance detector named by `detector` in config.cfg (None for `none`).
+
+    `precision` (detector_precision) applies to cascade_rcnn only; another detector with fp16 / bf16 is an error."""
+    if precision != "fp32" and name != "cascade_rcnn":
+        raise VECError(f"detector_precision = {precision} applies to detector = cascade_rcnn only; "
+                       f"set detector_precision = fp32 for detector = {name}")
     if name == "none":
         return None
     if name == "cascade_rcnn":
-        return CascadeRCNNDetector.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+        return CascadeRCNNDetector.from_checkpoint(checkpoint, device=device, batch_size=batch_size,
+                                                   precision=precision)
     if name == "mmdet":
         if config is None:
             raise VECError("detector = mmdet needs detector_config = PATH of an MMDetection 3 config in config.cfg")

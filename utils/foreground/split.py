@@ -13,22 +13,28 @@ from utils.errors import VECError
 from utils.foreground.box_files import box_file_path, load_box_file, read_box_settings, save_box_file
 from utils.foreground.detectors import Detector
 from utils.foreground.frame import MODES_WITH_DETECTOR, frame_boxes
+from utils.prefetch import read_ahead
 
 
 def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detector: Detector | None, *,
                         batch_size: int = 4, progress: bool = True,
                         frames: Sequence[int] | None = None) -> list[np.ndarray]:
     """Boxes of every frame of `split`, or of `frames` only, in their order (each frame decoded
-    once; detector run in batches)."""
+    once; detector run in batches). The next batch's frames are decoded on a background thread
+    while the detector works on this batch (utils/prefetch.py)."""
     boxes: list[np.ndarray] = []
-    cache: dict[int, np.ndarray] = {}
     frames = range(len(split)) if frames is None else frames
     bar = tqdm(total=len(frames), desc=f"boxes ({split.split})", unit="frame", disable=not progress)
-    for start in range(0, len(frames), batch_size):
-        chunk = [int(i) for i in frames[start:start + batch_size]]
+
+    def read_context(chunk: list[int], previous: tuple | None) -> tuple[list, dict[int, np.ndarray]]:
+        """The chunk's contexts and their frames; frames the previous chunk read are reused, not decoded again."""
+        cache = previous[1] if previous is not None else {}
         contexts = [split.context(i, 1, "hard") for i in chunk]
         needed = sorted({j for c in contexts for j in c})
-        cache = {j: cache[j] if j in cache else split.read_frame(j) for j in needed}
+        return contexts, {j: cache[j] if j in cache else split.read_frame(j) for j in needed}
+
+    chunks = [[int(i) for i in frames[start:start + batch_size]] for start in range(0, len(frames), batch_size)]
+    for chunk, (contexts, cache) in read_ahead(chunks, read_context):
         detections = [None] * len(chunk)
         if detector is not None and mode in MODES_WITH_DETECTOR:
             detections = detector([cache[i] for i in chunk])

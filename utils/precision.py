@@ -1,0 +1,55 @@
+"""Reduced precision for the flow and detection networks (`flow_precision`, `detector_precision`).
+
+    fp32   the reference's numbers: no autocast context at all
+    fp16   torch.autocast(device, float16)
+    bf16   torch.autocast(device, bfloat16)
+
+The networks' outputs go back to float32 in the adapters, and box arithmetic stays in float32
+inside the networks (models/cascade_rcnn/), so only the convolutions and matrix products run in
+half. README "Precision" gives the measured effect (benchmarks/precision.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+
+from utils.errors import VECError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_precision(precision: str, device: str | torch.device, what: str = "precision") -> None:
+    """One-line VECError unless `precision` is known and torch.autocast supports it on `device` here."""
+    if precision not in PRECISIONS:
+        raise VECError(f"{what} = {precision} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    device_type = torch.device(device).type
+    reason = None
+    try:
+        # An unsupported dtype either raises or warns and turns autocast off; both mean "not here".
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with torch.autocast(device_type, dtype=DTYPES[precision]):
+                enabled = torch.is_autocast_enabled(device_type)
+        if not enabled:
+            reason = str(caught[0].message).splitlines()[0] if caught else "autocast stays off"
+    except RuntimeError as err:
+        reason = str(err).splitlines()[0]
+    if reason is not None:
+        raise VECError(f"{what} = {precision} is not supported by torch {torch.__version__} autocast on "
+                       f"{device_type} ({reason}); use fp32 or another of {', '.join(PRECISIONS)}")
+
+
+def autocast(precision: str, device: str | torch.device, cache_enabled: bool = True):
+    """The context a network runs in: nothing for fp32 (bit-identical to no precision setting), else autocast.
+
+    `cache_enabled=False` while capturing a CUDA graph: autocast's cache of cast weights must not
+    outlive the capture.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision], cache_enabled=cache_enabled)
