@@ -119,9 +119,16 @@ CLOZE_VARIANTS = {
     "graph_grouped_bf16": ("grouped", False, True, "bf16"),
     "graph_grouped_cl_bf16": ("grouped", True, True, "bf16"),
     "graph_sequential_cl_bf16": ("sequential", True, True, "bf16"),
+    "graph_streams_cl": ("streams", True, True, "fp32"),
+    "graph_streams_cl_bf16": ("streams", True, True, "bf16"),
+    "graph_streams": ("streams", False, True, "fp32"),
+    "graph_streams_bf16": ("streams", False, True, "bf16"),
+    "compiled_grouped_cl_bf16": ("grouped", True, True, "bf16"),  # the U-Net stack through torch.compile
+    "compiled_grouped_cl": ("grouped", True, True, "fp32"),
     "default": ("auto", True, True, "fp32"),  # what train.py / test.py run (make_network, TrainStep, ErrorStep)
     "default_bf16": ("auto", True, True, "bf16"),  # the same with precision = bf16
     "sequential_cl_bf16": ("sequential", True, False, "bf16"),
+    "grouped_cl_bf16": ("grouped", True, False, "bf16"),
 }
 DEFAULT_VARIANTS = {"cpu": ["reference", "reference_cl", "grouped_cl", "default", "default_bf16"],
                     "cuda": ["reference", "grouped", "grouped_cl", "sequential_cl", "graph_reference",
@@ -137,7 +144,10 @@ def make_cloze(variant: str, net: str, nf: int, padding: bool, device: torch.dev
     reference = cls(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=None,
                     useFlow=True, padding=padding)
     if execution:
-        return StackedClozeNet(reference, channels_last=channels_last, execution=execution).to(device)
+        model = StackedClozeNet(reference, channels_last=channels_last, execution=execution).to(device)
+        if variant.startswith("compiled"):
+            model.stack.compile()  # in place: the state-dict keys stay
+        return model
     model = reference.to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 

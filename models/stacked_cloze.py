@@ -144,10 +144,12 @@ class _UNetStack(nn.Module):
         raw, flow = y.split([self.n_raw * self.nf, self.n_flow * self.nf], dim=1)
         return self.outc_raw(raw), self.outc_flow(flow)
 
-    def forward_each(self, inputs: list[Tensor]) -> list[Tensor]:
+    def forward_each(self, inputs: list[Tensor], streams: list | None = None) -> list[Tensor]:
         """The same function, one U-Net after another, on per-U-Net views of the stacked tensors.
 
         Each U-Net's BatchNorm updates its own block of the running statistics in place.
+        `streams` (CUDA): U-Net g runs on streams[g], so the U-Nets' kernels run side by side
+        (their backward too: autograd runs each op's backward on its forward's stream).
         """
         views: list[dict[str, Tensor]] = [{} for _ in range(self.groups)]
         for name, tensor in (*self.named_parameters(), *self.named_buffers()):
@@ -161,8 +163,19 @@ class _UNetStack(nn.Module):
             for module in self.modules():
                 if isinstance(module, StackedBatchNorm2d):
                     module.num_batches_tracked.add_(1)
-        return [self._run_one(views[slot], x, "outc_raw" if slot < self.n_raw else "outc_flow")
-                for slot, x in enumerate(inputs)]
+        heads = ["outc_raw" if slot < self.n_raw else "outc_flow" for slot in range(len(inputs))]
+        if streams is None:
+            return [self._run_one(views[slot], x, heads[slot]) for slot, x in enumerate(inputs)]
+        main = torch.cuda.current_stream(inputs[0].device)
+        outputs = []
+        for slot, (x, stream) in enumerate(zip(inputs, streams)):
+            stream.wait_stream(main)  # the inputs (and, in training, last step's weights) are ready
+            with torch.cuda.stream(stream):
+                outputs.append(self._run_one(views[slot], x, heads[slot]))
+        for stream, output in zip(streams, outputs):
+            main.wait_stream(stream)
+            output.record_stream(main)  # made on `stream`, read on `main`: not reused before main is done
+        return outputs
 
     def _run_one(self, v: dict[str, Tensor], x: Tensor, head: str) -> Tensor:
         bn = self.inc.conv.conv[1]  # every BatchNorm here has the same momentum and eps
@@ -195,16 +208,19 @@ class StackedClozeNet(nn.Module):
     "grouped" runs all U-Nets together (grouped convolutions); "sequential" runs them one
     after another on views of the same stacked tensors (on a CPU this is faster: one U-Net's
     activations stay in cache, and oneDNN's grouped kernels are slower than its plain ones);
-    "auto" picks sequential on CPU and grouped elsewhere.
+    "streams" (CUDA) runs them as "sequential" but each on its own CUDA stream, so the small
+    kernels of different U-Nets share the GPU (sequential elsewhere); "auto" picks sequential
+    on CPU and grouped elsewhere.
     """
 
-    EXECUTIONS = ("auto", "grouped", "sequential")
+    EXECUTIONS = ("auto", "grouped", "sequential", "streams")
 
     def __init__(self, reference: _ClozeNet, channels_last: bool = True, execution: str = "auto") -> None:
         super().__init__()
         if execution not in self.EXECUTIONS:
             raise ValueError(f"execution must be one of {self.EXECUTIONS}, not {execution!r}")
         self.execution = execution
+        self._streams: list | None = None  # "streams": one CUDA stream per U-Net, made on first use
         self.rawRange = reference.rawRange
         self.tot_raw_num, self.tot_of_num = reference.tot_raw_num, reference.tot_of_num
         self.raw_of_offset, self.useFlow, self.padding = reference.raw_of_offset, reference.useFlow, reference.padding
@@ -314,13 +330,20 @@ class StackedClozeNet(nn.Module):
         execution = self.execution
         if execution == "auto":
             execution = "sequential" if x.device.type == "cpu" else "grouped"
+        if execution == "streams" and x.device.type != "cuda":
+            execution = "sequential"
         if execution == "grouped":
             raw_outputs, of_outputs = self.stack(source.index_select(1, self.input_index).contiguous(
                 memory_format=memory_format))
         else:
             indices = self.input_index.split(len(self.input_index) // self.stack.groups)
+            streams = None
+            if execution == "streams":
+                if self._streams is None or self._streams[0].device != x.device:
+                    self._streams = [torch.cuda.Stream(x.device) for _ in range(self.stack.groups)]
+                streams = self._streams
             outputs = self.stack.forward_each([source.index_select(1, index).contiguous(memory_format=memory_format)
-                                               for index in indices])
+                                               for index in indices], streams)
             n_raw = self.stack.n_raw
             raw_outputs = torch.cat(outputs[:n_raw], dim=1)
             of_outputs = torch.cat(outputs[n_raw:], dim=1) if len(outputs) > n_raw else None
