@@ -514,6 +514,7 @@ def write_synthetic_store(directory: Path, count: int, seed: int = 0, chunk: int
     frames and boxes (SHANGHAITECH_BOXES), every cube in block (0, 0). The raw and flow rows
     repeat one random chunk: what is measured is memory, not what the networks learn."""
     import json
+    import os
 
     import numpy as np
 
@@ -545,6 +546,13 @@ def write_synthetic_store(directory: Path, count: int, seed: int = 0, chunk: int
     (directory / "meta.json").write_text(json.dumps({"count": count, "n_frames": n_frames,
                                                      "frame_size": list(SHANGHAITECH_BOXES["size"]),
                                                      "settings": {"synthetic": True}}))
+    if hasattr(os, "posix_fadvise"):  # out of the page cache (written and flushed: clean), as a store made earlier
+        for name in ("raw.npy", "flow.npy"):
+            fd = os.open(directory / name, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def store_bytes(count: int) -> int:
@@ -575,11 +583,12 @@ def memory_child(store_dir: str, device: str, nf: int, batch: int, steps: int, s
             pass
         return 0
 
-    peak_anon, done = [0], threading.Event()
+    peak_anon, peak_file, done = [0], [0], threading.Event()
 
-    def sample() -> None:  # anonymous memory has no kernel high-water mark: sampled every 10 ms
+    def sample() -> None:  # the kernel keeps no high-water mark of either part: sampled every 10 ms
         while not done.wait(0.01):
             peak_anon[0] = max(peak_anon[0], status("RssAnon"))
+            peak_file[0] = max(peak_file[0], status("RssFile"))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -597,9 +606,11 @@ def memory_child(store_dir: str, device: str, nf: int, batch: int, steps: int, s
     done.set()
     sampler.join()
     peak_anon[0] = max(peak_anon[0], status("RssAnon"))
+    peak_file[0] = max(peak_file[0], status("RssFile"))
     print(json.dumps({"cubes": len(store), "trained_on": len(chosen), "scored": len(spread),
                       "seconds": time.perf_counter() - started, "peak_anon_kib": peak_anon[0],
-                      "rss_file_kib_at_end": status("RssFile"),
+                      "peak_file_kib": peak_file[0], "rss_file_kib_at_end": status("RssFile"),
+                      "vm_hwm_kib": status("VmHWM"),
                       "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device.startswith("cuda") else None}))
 
 
@@ -628,34 +639,50 @@ def row_memory(args: argparse.Namespace, device: torch.device) -> list[Result]:
           f"cubes spread over it; nf {args.nf}, on {device}; one child process per store")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import speed; "
             "speed.memory_child(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:]))")
-    results, peaks = [], {}
+    results, peaks, anon = [], {}, {}
     for count in sizes:
         store_dir = root / f"store_{count}"
         started = time.perf_counter()
         write_synthetic_store(store_dir, count)
         written = time.perf_counter() - started
         env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
-        child = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(store_dir),
-                                  str(device), str(args.nf), str(args.batch), str(args.cube_steps),
-                                  str(args.score_cubes)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=env)
-        out, err = child.communicate()  # pipes read to the end; the child has exited, wait4 reaps it
-        _, status, usage = os.wait4(child.pid, 0)
+        with open(root / "stdout.txt", "w+") as out_file, open(root / "stderr.txt", "w+") as err_file:
+            child = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).resolve().parent),
+                                      str(store_dir), str(device), str(args.nf), str(args.batch), str(args.cube_steps),
+                                      str(args.score_cubes)], stdout=out_file, stderr=err_file, env=env)
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory
+            child.returncode = os.waitstatus_to_exitcode(status)
+            out_file.seek(0)
+            err_file.seek(0)
+            out, err = out_file.read(), err_file.read()
         shutil.rmtree(store_dir, ignore_errors=True)
         if status:
             print(f"  {count} cubes: the child failed: {(err.strip().splitlines() or ['?'])[-1]}")
             continue
         report = json.loads(out.strip().splitlines()[-1])
-        peaks[count] = usage.ru_maxrss / 1024
+        # The child's own high-water mark (VmHWM, Linux). wait4's ru_maxrss is printed too, but it is at
+        # least this process's own peak RSS: the kernel carries the parent's high-water mark over fork + exec.
+        peaks[count] = (report["vm_hwm_kib"] or usage.ru_maxrss) / 1024
+        anon[count] = report["peak_anon_kib"] / 1024
         gpu = f", peak GPU {report['peak_gpu_bytes'] / 2 ** 20:.0f} MiB" if report["peak_gpu_bytes"] else ""
         print(f"  {count:>8} cubes ({report['trained_on']} trained on, store written in {written:.0f} s): "
-              f"peak RSS {peaks[count]:.0f} MiB (peak anonymous {report['peak_anon_kib'] / 1024:.0f} MiB, "
-              f"file-backed at the end {report['rss_file_kib_at_end'] / 1024:.0f} MiB){gpu}, "
+              f"peak RSS {peaks[count]:.0f} MiB (wait4 ru_maxrss {usage.ru_maxrss / 1024:.0f}; "
+              f"peak anonymous {report['peak_anon_kib'] / 1024:.0f} MiB, "
+              f"peak file-backed {report['peak_file_kib'] / 1024:.0f} MiB, "
+              f"{report['rss_file_kib_at_end'] / 1024:.0f} MiB at the end){gpu}, "
               f"{report['seconds']:.0f} s")
         results.append(Result("memory", "peak RSS MiB", f"{count} cubes", [peaks[count]]))
+        if anon[count]:
+            results.append(Result("memory", "peak anon MiB", f"{count} cubes", [anon[count]]))
     if len(peaks) == 2:
-        print(f"  peak RSS ratio, {big} / {sizes[0]} cubes: {peaks[big] / peaks[sizes[0]]:.2f} "
-              f"({big / sizes[0]:.0f}x the cubes)")
+        print(f"  {big} / {sizes[0]} cubes ({big / sizes[0]:.0f}x the cubes): peak RSS ratio "
+              f"{peaks[big] / peaks[sizes[0]]:.2f}" + (f", peak anonymous memory ratio {anon[big] / anon[sizes[0]]:.2f}"
+                                                        if anon[sizes[0]] else ""))
+        print("  (peak RSS also counts the pages of the store the memory map has touched: page cache, shared and "
+              "reclaimable, growing with the cubes read; each store is dropped from the page cache before its run, "
+              "since a cached page is mapped with its whole page-cache folio; anonymous memory is what the process "
+              "itself allocates. Peak RSS is the child's VmHWM: wait4's ru_maxrss is never below the peak RSS of "
+              "this benchmark process, whose high-water mark the kernel carries over fork + exec)")
     return results
 
 
