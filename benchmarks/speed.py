@@ -307,8 +307,10 @@ def sample_boxes(stats: dict, n_frames: int, rng) -> list:
 
 def write_blob_video(folder: Path, name: str, n_frames: int, seed: int = 0):
     """A synthetic test video of the size of `name` (PIPELINE_VIDEOS): a textured background and
-    as many textured blobs of the reference's box sizes as it has boxes per frame, moving 1-4 px
-    per frame and bouncing off the borders. Returns the VideoSplit of its frames."""
+    as many textured blobs of the reference's box sizes as it has boxes per frame. The blobs move
+    along horizontal lanes (one speed of 1.5-4 px per frame and direction per lane, spaced evenly,
+    wrapping round at the borders), so that the motion cue finds about one box per blob rather
+    than merging neighbours. Returns the VideoSplit of its frames."""
     import cv2
     import numpy as np
 
@@ -320,31 +322,36 @@ def write_blob_video(folder: Path, name: str, n_frames: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     background = cv2.GaussianBlur(rng.normal(0, 20, (height, width, channels)), (0, 0), 3).reshape(height, width, -1)
     background = background + 128 + rng.uniform(-25, 25, (1, 1, channels))
+    n_blobs = int(round(stats["count"][0]))
+    tall = float(np.exp(stats["log_h"][0] + 1.3 * stats["log_h"][1]))  # about the 90th percentile of heights
+    lane_h = int(tall) + 12  # the gap keeps blurred, extended motion boxes of neighbouring lanes apart
+    n_lanes = max(1, height // lane_h)
     blobs = []
-    for _ in range(int(round(stats["count"][0]))):
-        w = int(np.clip(np.exp(rng.normal(*stats["log_w"])), 6, width // 3))
-        h = int(np.clip(np.exp(rng.normal(*stats["log_h"])), 6, height // 2))
-        yy, xx = np.mgrid[:h, :w]
-        shape = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 <= 1
-        texture = rng.uniform(-60, -20, (1, 1, channels)) + rng.uniform(-30, 30, (h, w, channels))
-        speed = rng.uniform(1, 4) * rng.choice([-1, 1], 2)
-        blobs.append([shape, texture, rng.uniform(0, width - w), rng.uniform(0, height - h), *speed])
+    for lane in range(n_lanes):
+        members = range(lane, n_blobs, n_lanes)
+        velocity = rng.uniform(1.5, 4) * rng.choice([-1, 1])
+        for k, _ in enumerate(members):
+            w = int(np.clip(np.exp(rng.normal(*stats["log_w"])), 6, width // (2 * len(members))))
+            h = int(np.clip(np.exp(rng.normal(*stats["log_h"])), 6, lane_h - 12))
+            yy, xx = np.mgrid[:h, :w]
+            shape = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 <= 1
+            grain = stats["box_params"]["blur_size"]  # texture in cells that the motion cue's blur keeps
+            texture = rng.uniform(-50, 50, (h // grain + 1, w // grain + 1, channels))
+            texture = rng.uniform(-60, -20, (1, 1, channels)) + np.kron(texture, np.ones((grain, grain, 1)))[:h, :w]
+            x = (k + rng.uniform(0, 0.3)) * width / len(members)
+            y = lane * lane_h + 6 + rng.integers(0, lane_h - 12 - h + 1)
+            blobs.append((shape, texture, x, int(y), velocity))
     video = folder / "Test001"
     video.mkdir(parents=True)
     paths = []
     for t in range(n_frames):
         frame = background.copy()
-        for blob in blobs:
-            shape, texture, x, y, vx, vy = blob
+        for shape, texture, x, y, velocity in blobs:
             h, w = shape.shape
-            x0, y0 = int(x), int(y)
-            region = frame[y0:y0 + h, x0:x0 + w]
+            columns = (int(x + velocity * t) + np.arange(w)) % width
+            region = frame[y:y + h, columns]
             region[shape] = 0.3 * region[shape] + 0.7 * (128 + texture[shape])
-            if not 0 <= x + vx <= width - w:
-                blob[4] = vx = -vx
-            if not 0 <= y + vy <= height - h:
-                blob[5] = vy = -vy
-            blob[2], blob[3] = x + vx, y + vy
+            frame[y:y + h, columns] = region
         frame = np.clip(frame + rng.normal(0, 1.5, frame.shape), 0, 255).astype(np.uint8)
         paths.append(video / f"{t + 1:03d}{stats['ext']}")
         cv2.imwrite(str(paths[-1]), np.repeat(frame, 3, axis=2) if channels == 1 else frame)
