@@ -638,7 +638,7 @@ def row_memory(args: argparse.Namespace, device: torch.device) -> list[Result]:
     try:
         require_free_space(root, store_bytes(big), f"a synthetic store of {big} cubes")
     except VECError as err:
-        print(f"memory row skipped: {err}")
+        print(f"memory row skipped: {str(err).split('; free some')[0]}; point --tmp-dir elsewhere or lower --cubes")
         return []
     steps = "one epoch" if args.cube_steps == 0 else f"{args.cube_steps} steps of {args.batch}"
     print(f"training memory (ShanghaiTech-sized synthetic stores, {store_bytes(big) / 2 ** 30:.1f} GiB for {big} "
