@@ -537,17 +537,16 @@ def write_synthetic_store(directory: Path, count: int, seed: int = 0, chunk: int
     n_frames = int(frame_index[-1]) + 1
     p, t = CUBE_SETTINGS["patch_size"], CUBE_SETTINGS["context_frame_num"] + 1
     directory.mkdir(parents=True)
-    raw = preallocated_npy(directory / "raw.npy", np.uint8, (count, t, 3, p, p))
-    flow = preallocated_npy(directory / "flow.npy", np.float32, (count, t, 2, p, p))
-    raw_chunk = rng.integers(0, 256, (chunk, t, 3, p, p), dtype=np.uint8)
-    flow_chunk = rng.normal(0, 2, (chunk, t, 2, p, p)).astype(np.float32)
-    for start in range(0, count, chunk):
-        stop = min(start + chunk, count)
-        raw[start:stop] = raw_chunk[:stop - start]
-        flow[start:stop] = flow_chunk[:stop - start]
-    raw.flush()
-    flow.flush()
-    del raw, flow
+    chunks = {"raw.npy": rng.integers(0, 256, (chunk, t, 3, p, p), dtype=np.uint8),
+              "flow.npy": rng.normal(0, 2, (chunk, t, 2, p, p)).astype(np.float32)}
+    for name, rows in chunks.items():
+        preallocated_npy(directory / name, rows.dtype, (count, *rows.shape[1:]))  # header, blocks reserved
+        row_bytes = rows[0].nbytes
+        with open(directory / name, "r+b") as f:  # written, not mapped: this process's RSS stays small
+            f.seek(os.fstat(f.fileno()).st_size - count * row_bytes)
+            for start in range(0, count, chunk):
+                f.write(rows[:min(chunk, count - start)].tobytes())
+            os.fsync(f.fileno())  # clean pages, which the page-cache drop below can let go
     np.savez(directory / "index.npz", frame_index=frame_index, boxes=boxes.astype(np.float64),
              blocks=np.zeros((count, 2), dtype=np.int64))
     (directory / "meta.json").write_text(json.dumps({"count": count, "n_frames": n_frames,

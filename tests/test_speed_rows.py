@@ -37,6 +37,7 @@ def test_synthetic_store_opens_and_trains(tmp_path, capsys):
     assert len(store) == 300 and store.raw.shape == (300, 5, 3, 32, 32) and store.flow.shape == (300, 5, 2, 32, 32)
     assert np.all(np.diff(store.frame_index) >= 0) and len(store.block_members(0, 0)) == 300
     assert store.boxes[:, 2].max() <= 856 and store.boxes[:, 3].max() <= 480
+    assert store.raw[-1].std() > 50 and 1.5 < store.flow[-1].std() < 2.5  # rows written up to the last
     speed.memory_child(str(tmp_path / "store"), "cpu", 2, 16, 2, 40)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["cubes"] == 300 and report["trained_on"] == 32 and report["scored"] == 40
