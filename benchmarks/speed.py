@@ -210,7 +210,10 @@ def print_table(results: list[Result], baseline: str = "reference") -> None:
 # score_cubes → frame_scores) on the same videos, with a randomly initialised cloze network
 # (what is measured is speed, not AUROC); per-stage seconds and frames/s. Row "memory"
 # (--cubes N): a ShanghaiTech-sized synthetic cube store, and training's peak RSS in one
-# child process per store size (N and N/10). These rows have no reference-equivalent
+# child process per store size (N and N/10): the child's VmHWM (and wait4's ru_maxrss, which
+# also holds this process's own peak), split into anonymous memory and the store's pages
+# mapped by the memory map (page cache, growing with the cubes read, not with the cubes
+# stored; the store is dropped from the page cache first). These rows have no reference-equivalent
 # variant, so they give frames/s (or MiB) without ratios. Each timed repeat starts from
 # empty output folders; the frames (and, for "cubes", flow files) are written once, so
 # after the first read they come from the page cache, as in a second run of test.py.
@@ -662,7 +665,7 @@ def row_memory(args: argparse.Namespace, device: torch.device) -> list[Result]:
             err_file.seek(0)
             out, err = out_file.read(), err_file.read()
         shutil.rmtree(store_dir, ignore_errors=True)
-        if status:
+        if child.returncode:
             print(f"  {count} cubes: the child failed: {(err.strip().splitlines() or ['?'])[-1]}")
             continue
         report = json.loads(out.strip().splitlines()[-1])
