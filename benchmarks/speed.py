@@ -358,8 +358,525 @@ def print_table(results: list[Result], baseline: str = "reference") -> None:
         print(f"{r.row:<14}{r.metric:<16}{r.variant:<15}{r.median:>10.2f}{ratio:>8}{peak:>10}   {reps}")
 
 
+# ---- rows: cube extraction, end to end, training memory ---------------------------------------
+#
+# Row "cubes": the cube stage alone (load the box file + build_cubes) on frames, flow files
+# and a box file on disk, for a UCSDped2-sized (360x240, grey as BGR, .tif) and an
+# Avenue-sized (640x360, BGR, .jpg) synthetic video; boxes drawn from the reference's box
+# statistics (PIPELINE_VIDEOS). Row "end_to_end": test time from frames on disk to frame
+# scores with the pipeline's own functions (compute_split_flow → split_boxes → build_cubes →
+# score_cubes → frame_scores) on the same videos, with a randomly initialised cloze network
+# (what is measured is speed, not AUROC); per-stage seconds and frames/s. Row "memory"
+# (--cubes N): a ShanghaiTech-sized synthetic cube store, and training's peak RSS in one
+# child process per store size (N and N/10): the child's VmHWM (and wait4's ru_maxrss, which
+# also holds this process's own peak), split into anonymous memory and the store's pages
+# mapped by the memory map (page cache, growing with the cubes read, not with the cubes
+# stored; the store is dropped from the page cache first). These rows have no reference-equivalent
+# variant, so they give frames/s (or MiB) without ratios. Each timed repeat starts from
+# empty output folders; the frames (and, for "cubes", flow files) are written once, so
+# after the first read they come from the page cache, as in a second run of test.py.
+
+# Box statistics of the reference code's box files (obj_det_with_motion, the test split:
+# ../shared/reference_boxes/UCSDped2_bboxes_test_obj_det_with_motion.npy, 2010 frames, and
+# avenue_bboxes_test_obj_det_with_motion.npy, 15324 frames), measured once and written here
+# because the benchmark runs where ../shared is not: boxes per frame (mean, sd), natural log
+# of box width and height in pixels (mean, sd). (Train splits: UCSDped2 12.2 ± 5.2 boxes per
+# frame, 14.0 x 29.5 px mean; Avenue 7.9 ± 4.1, 34.7 x 112.9 px.)
+PIPELINE_VIDEOS = {
+    # name: frame (H, W), file type, grey, boxes per frame, log width, log height, BoxParams of config.cfg
+    "UCSDped2": {"size": (240, 360), "ext": ".tif", "grey": True, "count": (17.27, 5.06),
+                 "log_w": (2.660, 0.340), "log_h": (3.350, 0.258),  # mean 15.2 x 29.4 px
+                 "box_params": {"score_thr": 0.5, "min_area": 100, "cover_thr": 0.6, "area_thr": 100,
+                                "binary_thr": 18, "extend": 2, "blur_size": 3}},
+    "avenue": {"size": (360, 640), "ext": ".jpg", "grey": False, "count": (6.81, 2.78),
+               "log_w": (3.591, 0.417), "log_h": (4.706, 0.292),  # mean 40.0 x 115.9 px
+               "box_params": {"score_thr": 0.25, "min_area": 1600, "cover_thr": 0.6, "area_thr": 1600,
+                              "binary_thr": 18, "extend": 2, "blur_size": 5}},
+}
+# ShanghaiTech (no reference box file at hand): 856x480 frames, Avenue's boxes per frame and
+# Avenue's box sizes scaled by 480/360 (both are street-level views of pedestrians).
+SHANGHAITECH_BOXES = {"size": (480, 856), "count": (6.81, 2.78), "log_w": (3.591 + 0.288, 0.417),
+                      "log_h": (4.706 + 0.288, 0.292)}
+CUBE_SETTINGS = {"patch_size": 32, "context_frame_num": 4, "context_of_num": 4, "border_mode": "predict",
+                 "motion_thr": 0.0, "h_block": 1, "w_block": 1, "block_mode": 1}  # the paper's (config.cfg)
+_TEMP_DIRS: list[Path] = []
+
+
+def _ensure_tqdm() -> None:
+    """utils/ imports tqdm (progress bars); where it is not installed, a silent stand-in."""
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        import types
+
+        class _NoBar:
+            def __init__(self, iterable=None, *args, **kwargs) -> None:
+                self.iterable = iterable
+
+            def __iter__(self):
+                return iter(self.iterable)
+
+            def update(self, n=1) -> None:
+                pass
+
+            def set_postfix(self, *args, **kwargs) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc) -> None:
+                pass
+
+        module = types.ModuleType("tqdm")
+        module.tqdm = _NoBar
+        sys.modules["tqdm"] = module
+        print("note: tqdm is not installed; utils/ imports it, so a silent stand-in is used")
+
+
+def _temp_dir(args: argparse.Namespace, prefix: str) -> Path:
+    """A folder under --tmp-dir (the system's temporary folder by default), removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=args.tmp_dir))
+    if not _TEMP_DIRS:
+        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _TEMP_DIRS])
+    _TEMP_DIRS.append(path)
+    return path
+
+
+def sample_boxes(stats: dict, n_frames: int, rng) -> list:
+    """Per frame (n, 4) float boxes x1, y1, x2, y2 inside the frame: counts ~ normal (at least 1),
+    widths and heights ~ log-normal (clipped to 4 px .. the frame), positions uniform."""
+    import numpy as np
+
+    height, width = stats["size"]
+    counts = np.maximum(1, np.rint(rng.normal(*stats["count"], n_frames))).astype(int)
+    frames = []
+    for count in counts:
+        w = np.clip(np.exp(rng.normal(*stats["log_w"], count)), 4, width - 1)
+        h = np.clip(np.exp(rng.normal(*stats["log_h"], count)), 4, height - 1)
+        x1, y1 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        frames.append(np.round(np.stack([x1, y1, x1 + w, y1 + h], 1), 1))
+    return frames
+
+
+def write_blob_video(folder: Path, name: str, n_frames: int, seed: int = 0):
+    """A synthetic test video of the size of `name` (PIPELINE_VIDEOS): a textured background and
+    as many textured blobs of the reference's box sizes as it has boxes per frame. The blobs move
+    along horizontal lanes (one speed of 1.5-4 px per frame and direction per lane, spaced evenly,
+    wrapping round at the borders), so that the motion cue finds about one box per blob rather
+    than merging neighbours. Returns the VideoSplit of its frames."""
+    import cv2
+    import numpy as np
+
+    from utils.datasets.split import VideoSplit
+
+    stats = PIPELINE_VIDEOS[name]
+    height, width = stats["size"]
+    channels = 1 if stats["grey"] else 3
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.normal(0, 20, (height, width, channels)), (0, 0), 3).reshape(height, width, -1)
+    background = background + 128 + rng.uniform(-25, 25, (1, 1, channels))
+    n_blobs = int(round(stats["count"][0]))
+    tall = float(np.exp(stats["log_h"][0] + 1.3 * stats["log_h"][1]))  # about the 90th percentile of heights
+    lane_h = int(tall) + 12  # the gap keeps blurred, extended motion boxes of neighbouring lanes apart
+    n_lanes = max(1, height // lane_h)
+    blobs = []
+    for lane in range(n_lanes):
+        members = range(lane, n_blobs, n_lanes)
+        velocity = rng.uniform(1.5, 4) * rng.choice([-1, 1])
+        for k, _ in enumerate(members):
+            w = int(np.clip(np.exp(rng.normal(*stats["log_w"])), 6, width // (2 * len(members))))
+            h = int(np.clip(np.exp(rng.normal(*stats["log_h"])), 6, lane_h - 12))
+            yy, xx = np.mgrid[:h, :w]
+            shape = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 <= 1
+            grain = stats["box_params"]["blur_size"]  # texture in cells that the motion cue's blur keeps
+            texture = rng.uniform(-50, 50, (h // grain + 1, w // grain + 1, channels))
+            texture = rng.uniform(-60, -20, (1, 1, channels)) + np.kron(texture, np.ones((grain, grain, 1)))[:h, :w]
+            x = (k + rng.uniform(0, 0.3)) * width / len(members)
+            y = lane * lane_h + 6 + rng.integers(0, lane_h - 12 - h + 1)
+            blobs.append((shape, texture, x, int(y), velocity))
+    video = folder / "Test001"
+    video.mkdir(parents=True)
+    paths = []
+    for t in range(n_frames):
+        frame = background.copy()
+        for shape, texture, x, y, velocity in blobs:
+            h, w = shape.shape
+            columns = (int(x + velocity * t) + np.arange(w)) % width
+            region = frame[y:y + h, columns]
+            region[shape] = 0.3 * region[shape] + 0.7 * (128 + texture[shape])
+            frame[y:y + h, columns] = region
+        frame = np.clip(frame + rng.normal(0, 1.5, frame.shape), 0, 255).astype(np.uint8)
+        paths.append(video / f"{t + 1:03d}{stats['ext']}")
+        cv2.imwrite(str(paths[-1]), np.repeat(frame, 3, axis=2) if channels == 1 else frame)
+    return VideoSplit(folder, "test", paths, np.ones(n_frames, dtype=np.int64), ["Test001"])
+
+
+def _median_stages(stages: list[dict]) -> dict:
+    return {key: statistics.median(s[key] for s in stages) for key in stages[0]}
+
+
+def row_cubes(args: argparse.Namespace, device: torch.device) -> list[Result]:
+    """Cube extraction frames/s: load the box file + build_cubes (reading frames and flow files)."""
+    _ensure_tqdm()
+    import shutil
+
+    import numpy as np
+
+    from utils.cubes import build_cubes
+    from utils.flow.store import flow_file_path
+    from utils.foreground.box_files import load_box_file, save_box_file
+    from utils.io import save_npy
+
+    print(f"cube extraction (build_cubes, {args.e2e_frames} frames per video, the paper's cube settings; CPU work)")
+    steps, info = {}, {}
+    for name in PIPELINE_VIDEOS:
+        root = _temp_dir(args, f"vec_cubes_{name}_")
+        split = write_blob_video(root / "frames", name, args.e2e_frames)
+        rng = np.random.default_rng(1)
+        height, width = PIPELINE_VIDEOS[name]["size"]
+        for i in range(len(split)):  # flow files as compute_split_flow writes them (random vectors)
+            save_npy(flow_file_path(root / "flow", split, i), rng.normal(0, 2, (height, width, 2)).astype(np.float32))
+        box_file = root / "frames" / "bboxes_test_obj_det_with_motion.npy"
+        save_box_file(box_file, sample_boxes(PIPELINE_VIDEOS[name], len(split), rng), {})
+        counter = iter(range(10 ** 9))
+
+        def step(split=split, root=root, box_file=box_file, name=name, counter=counter) -> None:
+            out = root / f"cubes_{next(counter)}"
+            store = build_cubes(split, load_box_file(box_file, len(split)), root / "flow", out, progress=False,
+                                **CUBE_SETTINGS)
+            info[name] = len(store)
+            del store
+            shutil.rmtree(out)
+
+        steps[name] = step
+    results = interleaved("cubes", "frames/s", steps, args.e2e_frames, torch.device("cpu"), args.warmup,
+                          args.repeats)
+    for r in results:
+        print(f"  {r.variant:<9} {PIPELINE_VIDEOS[r.variant]['size'][1]}x{PIPELINE_VIDEOS[r.variant]['size'][0]}: "
+              f"{info[r.variant] / args.e2e_frames:.1f} cubes per frame, median {r.median:.1f} frames/s, "
+              f"{r.median * info[r.variant] / args.e2e_frames:.0f} cubes/s")
+    return results
+
+
+def _e2e_variants(device: torch.device) -> list[tuple[str, str]]:
+    """(flow method, detector): dis + motion boxes everywhere; on CUDA also FlowNet2 and Cascade R-CNN."""
+    variants = [("dis", "none")]
+    if device.type == "cuda":
+        variants += [("flownet2", "none"), ("flownet2", "cascade_rcnn")]
+    return variants
+
+
+def _e2e_backend(flow: str, detector: str, device: torch.device):
+    """The flow backend and detector, networks with random weights (seed 0): no checkpoint needed."""
+    from utils.flow import OpenCVFlow
+
+    torch.manual_seed(0)
+    if flow == "dis":
+        backend = OpenCVFlow("dis")
+    else:
+        from FlowNet2_src import FlowNet2
+        from utils.flow.flownet2 import FlowNet2Flow
+
+        backend = FlowNet2Flow(FlowNet2(), device=str(device))
+    if detector == "none":
+        return backend, None
+    from models.cascade_rcnn import CascadeRCNN
+    from utils.foreground.detectors import CascadeRCNNDetector
+
+    return backend, CascadeRCNNDetector(CascadeRCNN(), device=str(device), batch_size=4)
+
+
+def row_end_to_end(args: argparse.Namespace, device: torch.device) -> list[Result]:
+    """Test-time frames/s from frames on disk to frame scores, stage by stage, with the pipeline's functions."""
+    _ensure_tqdm()
+    import shutil
+
+    import numpy as np
+
+    from utils.config import BoxParams, ClozeConfig
+    from utils.cubes import build_cubes
+    from utils.flow import compute_split_flow
+    from utils.foreground import split_boxes
+    from utils.scoring import frame_scores, score_cubes
+    from utils.training import TrainedBlocks, make_network
+
+    cloze = ClozeConfig(nf=args.nf)
+    torch.manual_seed(0)
+    state = {k: v.detach().cpu() for k, v in make_network(cloze).state_dict().items()}
+    # A randomly initialised network and made-up training statistics: the scores mean nothing,
+    # the work (every cube through the network) is the real one.
+    trained = TrainedBlocks([[state]], [[np.array([100.0, 200.0, 300.0])]], [[np.array([10.0, 20.0, 30.0])]])
+    print(f"end to end, test time: frames on disk -> flow -> boxes (obj_det_with_motion) -> cubes -> frame scores, "
+          f"{args.e2e_frames} frames per video, cloze network nf {args.nf} with random weights (speed only, "
+          f"no AUROC) on {device}" + ("; FlowNet2 and Cascade R-CNN with random weights" if device.type == "cuda" else ""))
+    results = []
+    for flow_method, detector_name in _e2e_variants(device):
+        backend, detector = _e2e_backend(flow_method, detector_name, device)
+        variant = ("fn2" if flow_method == "flownet2" else flow_method) + "+" + (
+            "crcnn" if detector_name == "cascade_rcnn" else detector_name)
+        for name, stats in PIPELINE_VIDEOS.items():
+            root = _temp_dir(args, f"vec_e2e_{name}_")
+            split = write_blob_video(root / "frames", name, args.e2e_frames)
+            params = BoxParams(**stats["box_params"])
+            stages, counts, peaks = [], [], []
+
+            def run_once(k: int) -> tuple[float, dict]:
+                work = root / f"run_{k}"
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                times, started = {}, time.perf_counter()
+                compute_split_flow(split, backend, work / "flow", batch_size=8, progress=False)
+                synchronize(device)
+                times["flow"] = time.perf_counter() - started
+                mark = time.perf_counter()
+                boxes = split_boxes(split, "obj_det_with_motion", params, reuse_saved=False,
+                                    detector_factory=lambda: detector, batch_size=4, progress=False)
+                synchronize(device)
+                times["boxes"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+                store = build_cubes(split, boxes, work / "flow", work / "cubes", progress=False, **CUBE_SETTINGS)
+                times["cubes"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+                cube_scores = score_cubes(store, trained, cloze, str(device), progress=False)
+                frame_scores(len(split), stats["size"], store.frame_index, store.boxes, cube_scores)
+                synchronize(device)
+                times["scores"] = time.perf_counter() - mark
+                total = time.perf_counter() - started
+                counts.append((sum(len(b) for b in boxes), len(store)))
+                if device.type == "cuda":
+                    peaks.append(torch.cuda.max_memory_allocated(device))
+                del store
+                shutil.rmtree(work)
+                return total, times
+
+            for k in range(args.warmup):
+                run_once(-1 - k)
+            result = Result("e2e", f"{'ped2' if name == 'UCSDped2' else name} frames/s", variant)
+            for k in range(args.repeats):
+                total, times = run_once(k)
+                result.rates.append(len(split) / total)
+                stages.append(times)
+            result.peak_bytes = max(peaks) if peaks else None
+            results.append(result)
+            boxes_n, cubes_n = counts[-1]
+            stage_text = ", ".join(f"{key} {value:.2f} s" for key, value in _median_stages(stages).items())
+            peak = f", peak GPU memory {result.peak_bytes / 2 ** 20:.0f} MiB" if result.peak_bytes is not None else ""
+            print(f"  {variant:<10} {name:<9} {boxes_n / len(split):.1f} boxes and {cubes_n / len(split):.1f} cubes "
+                  f"per frame; median {stage_text}; {result.median:.1f} frames/s{peak}")
+        del backend, detector
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+def write_synthetic_store(directory: Path, count: int, seed: int = 0, chunk: int = 2048) -> None:
+    """A CubeStore of `count` cubes in its on-disk format (utils/cubes.py), ShanghaiTech-sized
+    frames and boxes (SHANGHAITECH_BOXES), every cube in block (0, 0). The raw and flow rows
+    repeat one random chunk: what is measured is memory, not what the networks learn."""
+    import json
+    import os
+
+    import numpy as np
+
+    from utils.io import preallocated_npy
+
+    rng = np.random.default_rng(seed)
+    frames, total = [], 0
+    while total < count:
+        frames += sample_boxes(SHANGHAITECH_BOXES, 1000, rng)
+        total = sum(len(f) for f in frames)
+    frame_index = np.concatenate([np.full(len(f), i, dtype=np.int64) for i, f in enumerate(frames)])[:count]
+    boxes = np.concatenate(frames)[:count]
+    n_frames = int(frame_index[-1]) + 1
+    p, t = CUBE_SETTINGS["patch_size"], CUBE_SETTINGS["context_frame_num"] + 1
+    directory.mkdir(parents=True)
+    chunks = {"raw.npy": rng.integers(0, 256, (chunk, t, 3, p, p), dtype=np.uint8),
+              "flow.npy": rng.normal(0, 2, (chunk, t, 2, p, p)).astype(np.float32)}
+    for name, rows in chunks.items():
+        preallocated_npy(directory / name, rows.dtype, (count, *rows.shape[1:]))  # header, blocks reserved
+        row_bytes = rows[0].nbytes
+        with open(directory / name, "r+b") as f:  # written, not mapped: this process's RSS stays small
+            f.seek(os.fstat(f.fileno()).st_size - count * row_bytes)
+            for start in range(0, count, chunk):
+                f.write(rows[:min(chunk, count - start)].tobytes())
+            os.fsync(f.fileno())  # clean pages, which the page-cache drop below can let go
+    np.savez(directory / "index.npz", frame_index=frame_index, boxes=boxes.astype(np.float64),
+             blocks=np.zeros((count, 2), dtype=np.int64))
+    (directory / "meta.json").write_text(json.dumps({"count": count, "n_frames": n_frames,
+                                                     "frame_size": list(SHANGHAITECH_BOXES["size"]),
+                                                     "settings": {"synthetic": True}}))
+    if hasattr(os, "posix_fadvise"):  # out of the page cache (written and flushed: clean), as a store made earlier
+        for name in ("raw.npy", "flow.npy"):
+            fd = os.open(directory / name, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def store_bytes(count: int) -> int:
+    p, t = CUBE_SETTINGS["patch_size"], CUBE_SETTINGS["context_frame_num"] + 1
+    return count * (t * 3 * p * p + 4 * t * 2 * p * p + 64)
+
+
+def memory_child(store_dir: str, device: str, nf: int, batch: int, steps: int, score_cubes_n: int) -> None:
+    """In its own process (row_memory): train on the store for `steps` batches drawn from all its
+    cubes (train_block → cube_batches; steps 0: one whole epoch), then cube_errors on
+    `score_cubes_n` cubes spread over it. Prints one JSON line; the parent reads the peak RSS."""
+    import json
+    import threading
+
+    _ensure_tqdm()
+    import numpy as np
+
+    from utils.config import ClozeConfig
+    from utils.cubes import CubeStore
+    from utils.training import cube_errors, make_network, train_block
+
+    def status(key: str) -> int:  # kB, from /proc (Linux); 0 elsewhere
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    peak_anon, peak_file, done = [0], [0], threading.Event()
+
+    def sample() -> None:  # the kernel keeps no high-water mark of either part: sampled every 10 ms
+        while not done.wait(0.01):
+            peak_anon[0] = max(peak_anon[0], status("RssAnon"))
+            peak_file[0] = max(peak_file[0], status("RssFile"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    store = CubeStore.open(Path(store_dir))
+    members = store.block_members(0, 0)  # as train_blocks does
+    rng = np.random.default_rng(0)
+    chosen = members if steps == 0 else np.sort(rng.choice(members, min(len(members), steps * batch), replace=False))
+    cloze = ClozeConfig(nf=nf, batch_size=batch, epochs=1)
+    torch.manual_seed(0)
+    model = make_network(cloze).to(device)
+    train_block(model, store, chosen, cloze, device, torch.Generator().manual_seed(0), progress=False)
+    spread = np.unique(np.linspace(0, len(store) - 1, min(len(store), score_cubes_n)).astype(np.int64))
+    cube_errors(model, store, spread, batch, device, use_flow=True)
+    done.set()
+    sampler.join()
+    peak_anon[0] = max(peak_anon[0], status("RssAnon"))
+    peak_file[0] = max(peak_file[0], status("RssFile"))
+    print(json.dumps({"cubes": len(store), "trained_on": len(chosen), "scored": len(spread),
+                      "seconds": time.perf_counter() - started, "peak_anon_kib": peak_anon[0],
+                      "peak_file_kib": peak_file[0], "rss_file_kib_at_end": status("RssFile"),
+                      "vm_hwm_kib": status("VmHWM"),
+                      "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device.startswith("cuda") else None}))
+
+
+def row_memory(args: argparse.Namespace, device: torch.device) -> list[Result]:
+    """Training's peak RSS on a ShanghaiTech-sized store of --cubes N cubes and on one of N/10."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    _ensure_tqdm()
+    from utils.errors import VECError
+    from utils.io import require_free_space
+
+    big = args.cubes or 270000
+    sizes = [max(1, big // 10), big]
+    root = _temp_dir(args, "vec_memory_")
+    try:
+        require_free_space(root, store_bytes(big), f"a synthetic store of {big} cubes")
+    except VECError as err:
+        print(f"memory row skipped: {str(err).split('; free some')[0]}; point --tmp-dir elsewhere or lower --cubes")
+        return []
+    steps = "one epoch" if args.cube_steps == 0 else f"{args.cube_steps} steps of {args.batch}"
+    print(f"training memory (ShanghaiTech-sized synthetic stores, {store_bytes(big) / 2 ** 30:.1f} GiB for {big} "
+          f"cubes): {steps} cubes drawn from the whole store (train_block), then cube_errors on {args.score_cubes} "
+          f"cubes spread over it; nf {args.nf}, on {device}; one child process per store")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import speed; "
+            "speed.memory_child(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:]))")
+    results, peaks, anon = [], {}, {}
+    for count in sizes:
+        store_dir = root / f"store_{count}"
+        started = time.perf_counter()
+        write_synthetic_store(store_dir, count)
+        written = time.perf_counter() - started
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+        with open(root / "stdout.txt", "w+") as out_file, open(root / "stderr.txt", "w+") as err_file:
+            child = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).resolve().parent),
+                                      str(store_dir), str(device), str(args.nf), str(args.batch), str(args.cube_steps),
+                                      str(args.score_cubes)], stdout=out_file, stderr=err_file, env=env)
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory
+            child.returncode = os.waitstatus_to_exitcode(status)
+            out_file.seek(0)
+            err_file.seek(0)
+            out, err = out_file.read(), err_file.read()
+        shutil.rmtree(store_dir, ignore_errors=True)
+        if child.returncode:
+            print(f"  {count} cubes: the child failed: {(err.strip().splitlines() or ['?'])[-1]}")
+            continue
+        report = json.loads(out.strip().splitlines()[-1])
+        # The child's own high-water mark (VmHWM, Linux). wait4's ru_maxrss is printed too, but it is at
+        # least this process's own peak RSS: the kernel carries the parent's high-water mark over fork + exec.
+        peaks[count] = (report["vm_hwm_kib"] or usage.ru_maxrss) / 1024
+        anon[count] = report["peak_anon_kib"] / 1024
+        gpu = f", peak GPU {report['peak_gpu_bytes'] / 2 ** 20:.0f} MiB" if report["peak_gpu_bytes"] else ""
+        print(f"  {count:>8} cubes ({report['trained_on']} trained on, store written in {written:.0f} s): "
+              f"peak RSS {peaks[count]:.0f} MiB (wait4 ru_maxrss {usage.ru_maxrss / 1024:.0f}; "
+              f"peak anonymous {report['peak_anon_kib'] / 1024:.0f} MiB, "
+              f"peak file-backed {report['peak_file_kib'] / 1024:.0f} MiB, "
+              f"{report['rss_file_kib_at_end'] / 1024:.0f} MiB at the end){gpu}, "
+              f"{report['seconds']:.0f} s")
+        results.append(Result("memory", "peak RSS MiB", f"{count} cubes", [peaks[count]]))
+        if anon[count]:
+            results.append(Result("memory", "peak anon MiB", f"{count} cubes", [anon[count]]))
+    if len(peaks) == 2:
+        print(f"  {big} / {sizes[0]} cubes ({big / sizes[0]:.0f}x the cubes): peak RSS ratio "
+              f"{peaks[big] / peaks[sizes[0]]:.2f}" + (f", peak anonymous memory ratio {anon[big] / anon[sizes[0]]:.2f}"
+                                                        if anon[sizes[0]] else ""))
+        print("  (peak RSS also counts the pages of the store the memory map has touched: page cache, shared and "
+              "reclaimable, growing with the cubes read; each store is dropped from the page cache before its run, "
+              "since a cached page is mapped with its whole page-cache folio; anonymous memory is what the process "
+              "itself allocates. Peak RSS is the child's VmHWM: wait4's ru_maxrss is never below the peak RSS of "
+              "this benchmark process, whose high-water mark the kernel carries over fork + exec)")
+    return results
+
+
+ROWS.update({"cubes": row_cubes, "end_to_end": row_end_to_end, "memory": row_memory})
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the rows cubes, end_to_end and memory."""
+    parser.add_argument("--e2e-frames", type=int, default=120,
+                        help="frames of each synthetic video of the cubes and end_to_end rows")
+    parser.add_argument("--cubes", type=int, default=None, metavar="N",
+                        help="add the memory row: training's peak RSS on synthetic stores of N and N/10 cubes "
+                             "(ShanghaiTech-sized: 270000; N cubes take N x 56 KiB of disk)")
+    parser.add_argument("--cube-steps", type=int, default=200,
+                        help="memory row: training steps (batches of --batch) drawn from the whole store; 0: an epoch")
+    parser.add_argument("--score-cubes", type=int, default=8192, help="memory row: cubes of the cube_errors pass")
+    parser.add_argument("--tmp-dir", default=None, help="where the rows' temporary files go (default: the system's)")
+
+
+def finish_pipeline_options(args: argparse.Namespace) -> None:
+    if args.cubes and "memory" not in args.rows:
+        args.rows.append("memory")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_pipeline_options(parser)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["cloze"])
     parser.add_argument("--variants", nargs="+", choices=list(CLOZE_VARIANTS), default=None,
@@ -379,6 +896,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: the machine's)")
     args = parser.parse_args()
+    finish_pipeline_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -1,0 +1,43 @@
+"""benchmarks/speed.py's pipeline rows: their synthetic inputs are what the pipeline reads."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import speed  # noqa: E402
+from utils.config import BoxParams  # noqa: E402
+from utils.cubes import CubeStore  # noqa: E402
+from utils.foreground import compute_split_boxes  # noqa: E402
+
+
+def test_sampled_boxes_follow_the_reference_statistics():
+    stats = speed.PIPELINE_VIDEOS["avenue"]
+    boxes = speed.sample_boxes(stats, 3000, np.random.default_rng(0))
+    counts = np.array([len(b) for b in boxes])
+    every = np.concatenate(boxes)
+    assert abs(counts.mean() - stats["count"][0]) < 0.3
+    assert abs(np.log(every[:, 2] - every[:, 0]).mean() - stats["log_w"][0]) < 0.05
+    assert every[:, :2].min() >= 0 and every[:, 2].max() <= 640 and every[:, 3].max() <= 360
+
+
+def test_blob_video_gives_about_the_reference_boxes_per_frame(tmp_path):
+    stats = speed.PIPELINE_VIDEOS["UCSDped2"]
+    split = speed.write_blob_video(tmp_path, "UCSDped2", 8)
+    assert split.read_frame(0).shape == (240, 360, 3) and len(split) == 8
+    boxes = compute_split_boxes(split, "obj_det_with_motion", BoxParams(**stats["box_params"]), None, progress=False)
+    assert 0.7 * stats["count"][0] < np.mean([len(b) for b in boxes]) < 1.4 * stats["count"][0]
+
+
+def test_synthetic_store_opens_and_trains(tmp_path, capsys):
+    speed.write_synthetic_store(tmp_path / "store", 300)
+    store = CubeStore.open(tmp_path / "store")
+    assert len(store) == 300 and store.raw.shape == (300, 5, 3, 32, 32) and store.flow.shape == (300, 5, 2, 32, 32)
+    assert np.all(np.diff(store.frame_index) >= 0) and len(store.block_members(0, 0)) == 300
+    assert store.boxes[:, 2].max() <= 856 and store.boxes[:, 3].max() <= 480
+    assert store.raw[-1].std() > 50 and 1.5 < store.flow[-1].std() < 2.5  # rows written up to the last
+    speed.memory_child(str(tmp_path / "store"), "cpu", 2, 16, 2, 40)
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["cubes"] == 300 and report["trained_on"] == 32 and report["scored"] == 40
