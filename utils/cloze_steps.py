@@ -108,7 +108,8 @@ class _Captured:
         if after_warmup is not None:
             after_warmup()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: the cube reader's thread may allocate pinned memory meanwhile.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = fn(*self.inputs)
 
     def shape_fits(self, *tensors: Tensor) -> bool:
