@@ -8,7 +8,6 @@ same scores (compared with a 1e-6 tolerance to stay robust to float summation or
 """
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -173,17 +172,30 @@ def test_labels_give_auroc_and_unchanged_sources_are_reused(clip):
     assert (root / "results" / "videos" / "clip" / "frame_scores.csv").read_bytes() == before
 
 
+# Runs a script as __main__ and, at exit, writes this process's own peak RSS (VmHWM) to argv[1].
+# wait4's ru_maxrss is not used: Linux carries the parent's peak across fork and exec, so every
+# child of a large pytest process would report at least pytest's own peak.
+_REPORT_PEAK = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def report():
+    with open('/proc/self/status') as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith('VmHWM:'))
+    with open(out, 'w') as f:
+        f.write(str(kib))
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def _peak_rss_mib(folder, config, *args):
-    """Peak resident memory (MiB) of one test.py run, from os.wait4's rusage of that child alone."""
-    with open(folder / "stdout.txt", "w+") as out, open(folder / "stderr.txt", "w+") as err:
-        child = subprocess.Popen([sys.executable, str(REPO / "test.py"), "--config", str(config), *map(str, args)],
-                                 cwd=REPO, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        assert child.returncode == 0, err.read()[-3000:]
-        return usage.ru_maxrss / 1024, out.read()
+    """Peak resident memory (MiB) of one test.py run: that process's own high-water mark."""
+    peak_file = folder / "peak_kib.txt"
+    done = subprocess.run([sys.executable, "-c", _REPORT_PEAK, str(peak_file), str(REPO / "test.py"), "--config",
+                           str(config), *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(peak_file.read_text()) / 1024, done.stdout
 
 
 @pytest.mark.slow
