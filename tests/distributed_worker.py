@@ -5,6 +5,8 @@
 collectives  shard / gather_objects / broadcast_object / sum_over_ranks across the ranks
 batchnorm    synchronised BatchNorm on the CPU against one BatchNorm over the whole batch
 train        train_blocks(parallel=True) on the store in OUT_DIR/store; rank 0 saves the result
+gradients    one backward of the DDP-wrapped stacked network (float64) on this rank's share of one
+             batch; rank 0 saves the gradients (after DDP's all-reduce) under the reference's keys
 timeout      rank 1 never reaches the barrier: rank 0 must stop with one line, not hang
 
 Each rank writes what it saw to OUT_DIR/<mode>_rank<r>.json (or .pt); errors are the
@@ -84,6 +86,27 @@ def train(out: Path) -> None:
                     "of": torch.from_numpy(trained.of_scores[0][0])}, out / "train_rank0.pt")
 
 
+def gradients(out: Path) -> None:
+    from utils.cloze_steps import TrainStep, cube_batches
+    from utils.training import make_network
+
+    store = CubeStore.open(out / "store")
+    cloze = ClozeConfig(**json.loads((out / "cloze.json").read_text()))
+    rank, world = distributed.rank(), distributed.world_size()
+    torch.manual_seed(3)
+    model = make_network(cloze, execution="grouped").double()
+    wrapped = distributed.data_parallel(model, "cpu")
+    step = TrainStep(wrapped, learning_rate=cloze.learning_rate, lambda_raw=cloze.lambda_raw,
+                     lambda_of=cloze.lambda_of, use_flow=cloze.use_flow, batch_size=cloze.batch_size,
+                     device=torch.device("cpu"), world_size=world)
+    raw, flow = next(cube_batches(store, np.arange(len(store)), cloze.batch_size, "cpu", None, rank, world))
+    wrapped.train()
+    step.loss(raw.double(), flow.double(), min(cloze.batch_size, len(store))).backward()
+    grads = model.map_to_reference({k: p.grad for k, p in model.named_parameters()})
+    if distributed.is_main():
+        torch.save({k: v.clone() for k, v in grads.items()}, out / "gradients_rank0.pt")
+
+
 def timeout(out: Path) -> None:
     if distributed.rank() == 1:
         time.sleep(40)  # far beyond the group's timeout: rank 0 must not wait for it
@@ -99,7 +122,8 @@ if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
     try:
         with distributed.process_group("cpu"):
-            {"collectives": collectives, "batchnorm": batchnorm, "train": train, "timeout": timeout}[mode](out)
+            {"collectives": collectives, "batchnorm": batchnorm, "train": train, "gradients": gradients,
+             "timeout": timeout}[mode](out)
     except VECError as err:
         print(f"error: {distributed.error_prefix()}{err}", file=sys.stderr)
         sys.exit(2)

@@ -216,16 +216,58 @@ def test_ddp_training_matches_one_process(tmp_path):
     done = _torchrun(WORKER, "train", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     parallel = torch.load(tmp_path / "train_rank0.pt")
-    single = train_blocks(store, cloze, 1, 1, "cpu", seed=3, progress=False)
+    # Like for like: torchrun trains the stacked network's grouped execution (synchronised BatchNorm).
+    single = train_blocks(store, cloze, 1, 1, "cpu", seed=3, progress=False, execution="grouped")
     assert parallel["state"].keys() == single.states[0][0].keys()
-    # Biases right before a BatchNorm get gradients of rounding noise only, which Adam scales
-    # to steps of +-lr in either direction; BatchNorm cancels them (they only shift its
-    # running mean by as much). Everything else agrees.
+    # Exactness of DDP's gradients is tested in float64 (above). In float32 training, a max-pool or
+    # ReLU that flips on a rounding difference reroutes a gradient, and Adam's first steps move each
+    # weight by about lr in the direction of its gradient's sign whatever its size: ~6 % of this tiny
+    # network's weights end up more than float rounding apart (as between any two summation orders,
+    # grouped against sequential in one process too) -- but never beyond Adam's bound, and the
+    # function the weights compute agrees: training scores within 1e-3 (measured 6.5e-4).
+    steps = cloze.epochs * 3
     for key, value in single.states[0][0].items():
-        if not re.search(r"\.conv\.[03]\.bias$|\.running_mean$", key):
-            assert torch.allclose(parallel["state"][key].double(), value.double(), rtol=1e-3, atol=2e-4), key
+        if not value.is_floating_point():
+            assert torch.equal(parallel["state"][key], value), key
+        else:
+            assert (parallel["state"][key] - value).abs().max() <= 2.5 * cloze.learning_rate * steps, key
     np.testing.assert_allclose(parallel["raw"].numpy(), single.raw_scores[0][0], rtol=1e-3)
     np.testing.assert_allclose(parallel["of"].numpy(), single.of_scores[0][0], rtol=1e-3)
+
+
+def test_ddp_gradients_of_the_stacked_network_are_the_single_process_ones(tmp_path):
+    """One backward, 9 cubes in one global batch (shares 5 + 4): DDP's averaged gradients, with
+    synchronised BatchNorm, are the gradients of the single-process batch.
+
+    In float64: in float32 a max-pool or ReLU that flips on a rounding difference reroutes a
+    gradient outright, so two summation orders (even two single-process executions) differ by
+    percents in a few tensors of a network this small.
+    """
+    from utils.cloze_steps import TrainStep
+    from utils.training import make_network
+
+    store = _tiny_store(tmp_path / "store", 9, seed=4)
+    cloze = ClozeConfig(nf=4, epochs=1, batch_size=9)
+    (tmp_path / "cloze.json").write_text(json.dumps(asdict(cloze)))
+    done = _torchrun(WORKER, "gradients", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parallel = torch.load(tmp_path / "gradients_rank0.pt")
+    torch.manual_seed(3)
+    model = make_network(cloze, execution="grouped").double().train()
+    step = TrainStep(model, learning_rate=cloze.learning_rate, lambda_raw=1.0, lambda_of=1.0, use_flow=True,
+                     batch_size=9, device=torch.device("cpu"))
+    raw, flow = next(cube_batches(store, np.arange(9), 9, "cpu"))
+    step.loss(raw.double(), flow.double(), 9).backward()
+    single = model.map_to_reference({k: p.grad for k, p in model.named_parameters()})
+    assert parallel.keys() == single.keys()
+    for key, want in single.items():
+        got = parallel[key]
+        assert got.dtype == torch.float64, key
+        if re.search(r"\.conv\.[03]\.bias$", key):  # exact gradient zero (BatchNorm follows): both rounding noise
+            scale = single[key[:-len("bias")] + "weight"].abs().max()
+            assert got.abs().max() <= 1e-9 * scale and want.abs().max() <= 1e-9 * scale, key
+        else:
+            assert (got - want).abs().max() <= 1e-9 * want.abs().max(), key
 
 
 @pytest.mark.slow

@@ -144,7 +144,7 @@ class TrainStep:
         self._mse = nn.MSELoss()
         self._graph: _Captured | None = None
 
-    def _loss(self, raw: Tensor, flow: Tensor, batch_cubes: int, capturing: bool = False) -> Tensor:
+    def loss(self, raw: Tensor, flow: Tensor, batch_cubes: int, capturing: bool = False) -> Tensor:
         with autocast(self.device, self.precision, capturing):
             of_out, raw_out, of_target, raw_target = self.model(raw, flow)
         if self.precision != "fp32":
@@ -161,7 +161,7 @@ class TrainStep:
         return loss * (self.world_size / batch_cubes)
 
     def _eager(self, raw: Tensor, flow: Tensor, batch_cubes: int) -> Tensor:
-        loss = self._loss(raw, flow, batch_cubes)
+        loss = self.loss(raw, flow, batch_cubes)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -200,7 +200,7 @@ class TrainStep:
             self.optimizer.zero_grad(set_to_none=True)
 
         def step(raw: Tensor, flow: Tensor) -> Tensor:
-            loss = self._loss(raw, flow, len(raw), capturing=True)
+            loss = self.loss(raw, flow, len(raw), capturing=True)
             loss.backward()
             self.optimizer.step()
             return loss.detach()

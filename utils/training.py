@@ -30,14 +30,15 @@ from utils.errors import VECError
 from utils.io import load_torch_file, save_torch, write_json
 
 
-def make_network(cloze: ClozeConfig, stacked: bool = True) -> nn.Module:
+def make_network(cloze: ClozeConfig, stacked: bool = True, execution: str = "auto") -> nn.Module:
     """The cloze network: its U-Nets run as one (models/stacked_cloze.py) unless `stacked` is False.
 
     Both give the same initial weights for the same seed and have the reference's state-dict keys.
+    `execution`: how the stacked network runs (StackedClozeNet.EXECUTIONS; auto picks the fastest).
     """
     network = build_cloze_network(cloze.nf, cloze.tot_raw_num, cloze.tot_of_num, cloze.border_mode,
                                   cloze.network_raw_range, cloze.use_flow, cloze.padding)
-    return StackedClozeNet(network) if stacked else network
+    return StackedClozeNet(network, execution=execution) if stacked else network
 
 
 def train_block(model: nn.Module, store: CubeStore, indices: np.ndarray, cloze: ClozeConfig, device: str,
@@ -127,13 +128,16 @@ class TrainedBlocks:
 
 
 def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: int, device: str, seed: int,
-                 progress: bool = True, parallel: bool = False) -> TrainedBlocks:
+                 progress: bool = True, parallel: bool = False, execution: str = "auto") -> TrainedBlocks:
     """Train one network per block holding more than one cube (the reference's rule).
 
     `parallel`: every rank of the current torchrun group calls this with the same store;
     they train one DistributedDataParallel network per block (`train_block`) and split the
     training-score pass, each rank scoring its contiguous share of the block's cubes. Every
-    rank returns the same TrainedBlocks.
+    rank returns the same TrainedBlocks. It runs the stacked network's "grouped" execution:
+    synchronised BatchNorm works through the BatchNorm modules, which only that execution
+    calls (the others call F.batch_norm on views of their tensors). `execution` sets it
+    for a single process (e.g. to compare with a torchrun run like for like).
     """
     trained = TrainedBlocks([[None] * w_block for _ in range(h_block)], [[np.zeros(0)] * w_block for _ in range(h_block)],
                             [[np.zeros(0)] * w_block for _ in range(h_block)])
@@ -144,13 +148,10 @@ def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: in
                 continue
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
-            model = make_network(cloze).to(device)
+            parallel_here = parallel and distributed.active()
+            model = make_network(cloze, execution="grouped" if parallel_here else execution).to(device)
             label = f" block ({h},{w})" if h_block * w_block > 1 else ""
-            if parallel and distributed.active():
-                if isinstance(model, StackedClozeNet):
-                    # Synchronised BatchNorm works through the BatchNorm modules, which only the grouped
-                    # execution calls (the sequential one calls F.batch_norm on views of their tensors).
-                    model.execution = "grouped"
+            if parallel_here:
                 wrapped = distributed.data_parallel(model, device, cloze.network_raw_range is not None)
                 train_block(wrapped, store, members, cloze, device, generator, progress, label,
                             distributed.rank(), distributed.world_size())
