@@ -284,6 +284,17 @@ def precision_variants(args: argparse.Namespace, device: torch.device) -> dict[s
 STAND_IN = "det_fill stand-in weights (no checkpoint here or on the GPU machine): speed only, not accuracy"
 
 
+def time_precisions(row: str, metric: str, make_step: Callable[[str], Callable[[], object]], items_per_step: int,
+                    args: argparse.Namespace, device: torch.device) -> list[Result]:
+    """`make_step(precision)` for each precision variant, timed interleaved; GPU memory released after."""
+    steps = {name: make_step(precision) for name, precision in precision_variants(args, device).items()}
+    results = interleaved(row, metric, steps, items_per_step, device, args.warmup, args.repeats)
+    del steps
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
 def row_flownet2(args: argparse.Namespace, device: torch.device) -> list[Result]:
     """FlowNet2 pairs/s at 512x384 as FlowNet2Flow.compute runs it (uint8 in, float32 numpy out)."""
     print(f"FlowNet2, batch {args.flow_batch} pairs of 512x384 frames, on {device}; {STAND_IN}")
@@ -304,12 +315,7 @@ def row_flownet2(args: argparse.Namespace, device: torch.device) -> list[Result]
             return flow.permute(0, 2, 3, 1).float().cpu().numpy()
         return run
 
-    steps = {name: step(precision) for name, precision in precision_variants(args, device).items()}
-    results = interleaved("flownet2", "pairs/s", steps, args.flow_batch, device, args.warmup, args.repeats)
-    del model, steps
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return results
+    return time_precisions("flownet2", "pairs/s", step, args.flow_batch, args, device)
 
 
 def row_cascade_rcnn(args: argparse.Namespace, device: torch.device) -> list[Result]:
@@ -336,12 +342,7 @@ def row_cascade_rcnn(args: argparse.Namespace, device: torch.device) -> list[Res
             return results
         return run
 
-    steps = {name: step(precision) for name, precision in precision_variants(args, device).items()}
-    results = interleaved("cascade_rcnn", "frames/s", steps, args.det_batch, device, args.warmup, args.repeats)
-    del model, steps
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return results
+    return time_precisions("cascade_rcnn", "frames/s", step, args.det_batch, args, device)
 
 
 ROWS: dict[str, Callable[[argparse.Namespace, torch.device], list[Result]]] = {
