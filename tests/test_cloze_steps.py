@@ -5,10 +5,13 @@ import torch
 
 from tests.conftest import write_config
 from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
-from utils.prefetch import prefetch
 from utils.config import load_config
+from utils.cubes import build_cubes
+from utils.datasets import open_split
 from utils.errors import VECError
+from utils.foreground import compute_split_boxes
 from utils.pipeline import compute_flow, open_dataset_split, run_testing, run_training
+from utils.prefetch import prefetch
 from utils.training import make_network
 
 
@@ -29,7 +32,7 @@ def test_bf16_auroc_on_the_synthetic_data_is_within_0_005_of_fp32(tmp_path):
     assert abs(auroc["bf16"] - auroc["fp32"]) <= 0.005, auroc
 
 
-def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(small_synthetic, tmp_path):
+def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(tmp_path):
     cloze = load_config(write_config(tmp_path, nf=4)).cloze
     batch = (torch.rand(8, 15, 32, 32), torch.randn(8, 10, 32, 32))
     errors, losses = {}, {}
@@ -57,11 +60,12 @@ def test_unknown_precision_is_one_line(tmp_path):
 
 
 def test_cube_batches_equal_the_store_rows_in_the_shuffled_order(small_synthetic, tmp_path):
-    from utils.pipeline import boxes_of_split, cubes_of_split
-
-    cfg = small_synthetic
-    split = open_dataset_split(cfg, "train")
-    store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, "cpu"))
+    cfg = small_synthetic  # shared by other tests: nothing is written into its folders
+    split = open_split(cfg.dataset_dir, "UCSDped2", "train")
+    boxes = compute_split_boxes(split, "obj_det_with_motion", cfg.dataset.boxes, None, progress=False)
+    store = build_cubes(split, boxes, cfg.flow_dir, tmp_path / "cubes", patch_size=32, context_frame_num=4,
+                        context_of_num=4, border_mode="predict", motion_thr=0, h_block=1, w_block=1, block_mode=1,
+                        progress=False)
     indices = np.arange(len(store))
     order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(5)).numpy()]
     batches = list(cube_batches(store, indices, 7, "cpu", torch.Generator().manual_seed(5)))
