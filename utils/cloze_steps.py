@@ -11,8 +11,9 @@ depends on the device, never what it computes:
   sequence of updates is the eager one. A smaller last batch runs eagerly.
 - `precision = bf16`: forward under bfloat16 autocast (losses and Adam in float32).
 
-Batches are read from the memory-mapped cube store on a background thread, into pinned
-memory when the device is a GPU, so that the GPU does not wait for the disk.
+On a GPU, batches are read from the memory-mapped cube store on a background thread into
+pinned memory and copied asynchronously, so that the GPU does not wait for the disk (on a
+CPU they are read in line: a reader thread would compete with the compute threads).
 """
 from __future__ import annotations
 
