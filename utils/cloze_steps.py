@@ -98,7 +98,7 @@ class _Captured:
     """A function of fixed-shape tensors, captured in a CUDA graph: inputs are copied into static buffers."""
 
     def __init__(self, fn: Callable[..., Tensor | tuple], example: tuple[Tensor, ...],
-                 warmup: Callable[[], None] | None = None, after_warmup: Callable[[], None] | None = None) -> None:
+                 warmup: Callable[..., None] | None = None, after_warmup: Callable[[], None] | None = None) -> None:
         self.inputs = tuple(t.clone() for t in example)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
