@@ -27,18 +27,19 @@ from torch import Tensor, nn
 from utils import distributed
 from utils.cubes import CubeStore
 from utils.errors import VECError
-from utils.precision import autocast as precision_autocast
+from utils.precision import autocast
 from utils.prefetch import prefetch
 
 CLOZE_PRECISIONS = ("fp32", "bf16")
 CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capturing (as torch.cuda.graphs' docs do)
 
 
-def autocast(device: torch.device, precision: str, capturing: bool = False) -> contextlib.AbstractContextManager:
-    """The cloze networks' forward context: none for fp32 (the reference's arithmetic, untouched)."""
+def forward_context(precision: str, device: torch.device, capturing: bool = False) -> contextlib.AbstractContextManager:
+    """The cloze networks' forward context (utils.precision.autocast): none for fp32, the reference's
+    arithmetic untouched; an unknown precision is a one-line error."""
     if precision not in CLOZE_PRECISIONS:
         raise VECError(f"precision = {precision} is unknown; use {' or '.join(CLOZE_PRECISIONS)}")
-    return precision_autocast(precision, device, cache_enabled=not capturing)
+    return autocast(precision, device, cache_enabled=not capturing)
 
 
 def wants_capture(device: torch.device, requested: bool) -> bool:
@@ -138,7 +139,7 @@ class TrainStep:
         self.lambda_raw, self.lambda_of, self.use_flow = lambda_raw, lambda_of, use_flow
         self.batch_size, self.world_size = batch_size, world_size
         self.capture = wants_capture(self.device, capture)
-        autocast(self.device, precision)  # rejects an unknown precision before any work
+        forward_context(precision, self.device)  # rejects an unknown precision before any work
         # capturable: Adam's step counter lives on the GPU, so its update can be replayed.
         options = {"capturable": True, "foreach": True} if self.capture else {}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, eps=1e-7, weight_decay=0.0, **options)
@@ -146,7 +147,7 @@ class TrainStep:
         self._graph: _Captured | None = None
 
     def loss(self, raw: Tensor, flow: Tensor, batch_cubes: int, capturing: bool = False) -> Tensor:
-        with autocast(self.device, self.precision, capturing):
+        with forward_context(self.precision, self.device, capturing):
             of_out, raw_out, of_target, raw_target = self.model(raw, flow)
         if self.precision != "fp32":
             raw_out = raw_out.float()
@@ -217,12 +218,12 @@ class ErrorStep:
         self.model, self.use_flow, self.batch_size = model, use_flow, batch_size
         self.device, self.precision = torch.device(device), precision
         self.capture = wants_capture(self.device, capture)
-        autocast(self.device, precision)
+        forward_context(precision, self.device)
         self._graph: _Captured | None = None
 
     def _errors(self, raw: Tensor, flow: Tensor, capturing: bool = False) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            with autocast(self.device, self.precision, capturing):
+            with forward_context(self.precision, self.device, capturing):
                 of_out, raw_out, of_target, raw_target = self.model(raw, flow)
             raw_sse = ((raw_target - raw_out.float()) ** 2).flatten(1).sum(1)
             if not self.use_flow:
