@@ -6,8 +6,9 @@
 Row "cloze" (the cloze networks, the training step's cost): the reference-equivalent path
 (SelfCompleteNetFull as the reference runs it: ten separate U-Nets, eager, fp32, NCHW)
 against the variants of CLOZE_VARIANTS: the same modules in channels_last, and the stacked
-network (models/stacked_cloze.py) run "grouped" (all U-Nets together, grouped convolutions)
-or "sequential" (one U-Net after another on views of the stacked weights). Measured on
+network (models/stacked_cloze.py) run "grouped" (all U-Nets together, grouped convolutions),
+"sequential" (one U-Net after another on views of the stacked weights) or "threads" (as
+sequential, U-Nets side by side on CPU worker threads). Measured on
 random cubes of the paper's shape (5 BGR patches and 5 flows of 32x32, nf 32, padding False):
 
 - train cubes/s: forward + backward + Adam step at --batch;
@@ -112,6 +113,7 @@ CLOZE_VARIANTS = {
     "grouped": ("grouped", False, False, "fp32"),  # stacked: all U-Nets together, grouped convolutions
     "grouped_cl": ("grouped", True, False, "fp32"),
     "sequential_cl": ("sequential", True, False, "fp32"),  # stacked weights, U-Nets one after another
+    "threads_cl": ("threads", True, False, "fp32"),  # as sequential, U-Nets side by side on CPU worker threads
     "graph_reference": (None, False, True, "fp32"),  # the separate U-Nets, step captured
     "graph_grouped": ("grouped", False, True, "fp32"),
     "graph_grouped_cl": ("grouped", True, True, "fp32"),
@@ -130,7 +132,7 @@ CLOZE_VARIANTS = {
     "sequential_cl_bf16": ("sequential", True, False, "bf16"),
     "grouped_cl_bf16": ("grouped", True, False, "bf16"),
 }
-DEFAULT_VARIANTS = {"cpu": ["reference", "reference_cl", "grouped_cl", "default", "default_bf16"],
+DEFAULT_VARIANTS = {"cpu": ["reference", "reference_cl", "grouped_cl", "sequential_cl", "default", "default_bf16"],
                     "cuda": ["reference", "grouped", "grouped_cl", "sequential_cl", "graph_reference",
                              "graph_grouped", "graph_grouped_cl", "graph_sequential_cl", "graph_grouped_bf16",
                              "graph_grouped_cl_bf16", "default", "default_bf16"]}

@@ -17,7 +17,11 @@ untouched, as in the reference.
 """
 from __future__ import annotations
 
+import os
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -144,12 +148,10 @@ class _UNetStack(nn.Module):
         raw, flow = y.split([self.n_raw * self.nf, self.n_flow * self.nf], dim=1)
         return self.outc_raw(raw), self.outc_flow(flow)
 
-    def forward_each(self, inputs: list[Tensor], streams: list | None = None) -> list[Tensor]:
-        """The same function, one U-Net after another, on per-U-Net views of the stacked tensors.
+    def slot_tensors(self, detach: bool = False) -> list[dict[str, Tensor]]:
+        """Each U-Net's parameters and BatchNorm statistics: per-slot views of the stacked tensors.
 
-        Each U-Net's BatchNorm updates its own block of the running statistics in place.
-        `streams` (CUDA): U-Net g runs on streams[g], so the U-Nets' kernels run side by side
-        (their backward too: autograd runs each op's backward on its forward's stream).
+        detach: the parameters' views are new leaves (requires_grad as the parameter), sharing its memory.
         """
         views: list[dict[str, Tensor]] = [{} for _ in range(self.groups)]
         for name, tensor in (*self.named_parameters(), *self.named_buffers()):
@@ -157,35 +159,73 @@ class _UNetStack(nn.Module):
                 continue
             slots = range(self.n_raw) if name.startswith("outc_raw.") else \
                 range(self.n_raw, self.groups) if name.startswith("outc_flow.") else range(self.groups)
-            for slot, part in zip(slots, tensor.split(tensor.shape[0] // len(slots))):
-                views[slot][name] = part
+            source = tensor.detach() if detach else tensor
+            for slot, part in zip(slots, source.split(tensor.shape[0] // len(slots))):
+                views[slot][name] = part.requires_grad_() if detach and tensor.requires_grad else part
+        return views
+
+    def count_batch(self) -> None:
+        """Train mode: one more batch in every U-Net's BatchNorm counters (their running statistics update in place)."""
         if self.training:
             for module in self.modules():
                 if isinstance(module, StackedBatchNorm2d):
                     module.num_batches_tracked.add_(1)
-        heads = ["outc_raw" if slot < self.n_raw else "outc_flow" for slot in range(len(inputs))]
+
+    def head(self, slot: int) -> str:
+        return "outc_raw" if slot < self.n_raw else "outc_flow"
+
+    def forward_each(self, inputs: list[Tensor], streams: list | None = None) -> list[Tensor]:
+        """The same function, one U-Net after another, on per-U-Net views of the stacked tensors.
+
+        Each U-Net's BatchNorm updates its own block of the running statistics in place.
+        `streams` (CUDA): U-Net g runs on streams[g], so the U-Nets' kernels run side by side
+        (their backward too: autograd runs each op's backward on its forward's stream).
+        """
+        views = self.slot_tensors()
+        self.count_batch()
         if streams is None:
-            return [self._run_one(views[slot], x, heads[slot]) for slot, x in enumerate(inputs)]
+            return [self.run_one(views[slot], x, self.head(slot)) for slot, x in enumerate(inputs)]
         main = torch.cuda.current_stream(inputs[0].device)
         outputs = []
         for slot, (x, stream) in enumerate(zip(inputs, streams)):
             stream.wait_stream(main)  # the inputs (and, in training, last step's weights) are ready
             with torch.cuda.stream(stream):
-                outputs.append(self._run_one(views[slot], x, heads[slot]))
+                outputs.append(self.run_one(views[slot], x, self.head(slot)))
         for stream, output in zip(streams, outputs):
             main.wait_stream(stream)
             output.record_stream(main)  # made on `stream`, read on `main`: not reused before main is done
         return outputs
 
-    def _run_one(self, v: dict[str, Tensor], x: Tensor, head: str) -> Tensor:
+    def forward_threads(self, inputs: list[Tensor], workers: "UNetWorkers") -> list[Tensor]:
+        """The U-Nets side by side on CPU worker threads, each with its share of the intra-op threads
+        (forward and, through `_UNetsOnThreads`, backward): U-Net g's arithmetic is forward_each's."""
+        self.count_batch()
+        params = list(self.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return list(_UNetsOnThreads.apply(self, workers, _CallerState(grad=True), len(inputs), *inputs, *params))
+        views = self.slot_tensors()
+        caller = _CallerState(grad=False)
+        return workers.map(lambda slot: caller.run(self.run_one, views[slot], inputs[slot], self.head(slot)),
+                           range(len(inputs)))
+
+    def run_one(self, v: dict[str, Tensor], x: Tensor, head: str) -> Tensor:
+        """One U-Net (slot views `v`, output head `head`) on its input x."""
         bn = self.inc.conv.conv[1]  # every BatchNorm here has the same momentum and eps
+        fused = _fused_inference(x, self.training)
 
         def double_conv(x: Tensor, prefix: str) -> Tensor:
             for conv, norm in ((0, 1), (3, 4)):
-                x = F.conv2d(x, v[f"{prefix}.{conv}.weight"], v[f"{prefix}.{conv}.bias"], padding=1)
-                x = F.batch_norm(x, v[f"{prefix}.{norm}.running_mean"], v[f"{prefix}.{norm}.running_var"],
-                                 v[f"{prefix}.{norm}.weight"], v[f"{prefix}.{norm}.bias"], self.training, bn.momentum,
-                                 bn.eps)
+                weight, bias = v[f"{prefix}.{conv}.weight"], v[f"{prefix}.{conv}.bias"]
+                mean, var = v[f"{prefix}.{norm}.running_mean"], v[f"{prefix}.{norm}.running_var"]
+                gamma, beta = v[f"{prefix}.{norm}.weight"], v[f"{prefix}.{norm}.bias"]
+                if fused:  # eval BatchNorm is affine: folded into the convolution, ReLU fused in (one pass)
+                    scale = gamma * torch.rsqrt(var + bn.eps)
+                    x = torch.ops.mkldnn._convolution_pointwise(
+                        x, weight * scale.view(-1, 1, 1, 1), (bias - mean) * scale + beta, [1, 1], [1, 1], [1, 1], 1,
+                        "relu", [None], "")
+                    continue
+                x = F.conv2d(x, weight, bias, padding=1)
+                x = F.batch_norm(x, mean, var, gamma, beta, self.training, bn.momentum, bn.eps)
                 x = F.relu(x, inplace=True)
             return x
 
@@ -200,26 +240,147 @@ class _UNetStack(nn.Module):
         return F.conv2d(y, v[f"{head}.conv.weight"], v[f"{head}.conv.bias"])
 
 
+def _fused_inference(x: Tensor, training: bool) -> bool:
+    """Eval-mode float32 inference on a CPU with oneDNN: convolution, BatchNorm and ReLU as one oneDNN call."""
+    return (not training and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+# ---- the "threads" execution (CPU) ------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+class UNetWorkers:
+    """Worker threads that run U-Nets side by side on a CPU, each with `threads_each` intra-op threads.
+
+    Why: a U-Net's memory-bound BatchNorms and small convolutions scale less than perfectly over
+    OpenMP threads; two U-Nets at a time on one thread each avoid that (a training step ~5 % faster
+    on 2 cores: README, Speed). PyTorch's thread count is per thread; `torch.set_num_threads` in a
+    worker also sets the count that threads created later start with, so the caller's count is put
+    back once every worker has its own.
+    """
+
+    def __init__(self, workers: int, threads_each: int) -> None:
+        caller_threads = torch.get_num_threads()  # fixes this thread's own count before the workers change theirs
+        self.pid = os.getpid()
+        ready = threading.Barrier(workers)
+
+        def start() -> None:
+            torch.get_num_threads()  # initialises this thread's count (from the process-wide one) ...
+            torch.set_num_threads(threads_each)  # ... which this then overrides for this thread only
+
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="unet-worker", initializer=start)
+        for started in [self.pool.submit(ready.wait) for _ in range(workers)]:  # every worker thread exists
+            started.result()
+        torch.set_num_threads(caller_threads)
+
+    def map(self, fn: Callable[[int], _T], slots: Iterable[int]) -> list[_T]:
+        """fn(slot) for every slot, on the workers (a queue: a free worker takes the next slot); in slot order."""
+        return list(self.pool.map(fn, slots))
+
+
+_WORKERS: dict[tuple[int, int], UNetWorkers] = {}
+
+
+def unet_workers(workers: int, threads_each: int) -> UNetWorkers:
+    """The process's pool of `workers` threads (made on first use; a forked child makes its own)."""
+    pool = _WORKERS.get((workers, threads_each))
+    if pool is None or pool.pid != os.getpid():
+        pool = _WORKERS[(workers, threads_each)] = UNetWorkers(workers, threads_each)
+    return pool
+
+
+class _CallerState:
+    """The caller's grad mode and CPU autocast (both thread-local in PyTorch), re-entered on a worker."""
+
+    def __init__(self, grad: bool) -> None:
+        self.grad = grad
+        self.autocast = torch.is_autocast_enabled("cpu")
+        self.autocast_dtype = torch.get_autocast_dtype("cpu")
+
+    def run(self, fn: Callable[..., _T], *args) -> _T:
+        with torch.set_grad_enabled(self.grad), torch.autocast("cpu", self.autocast_dtype, enabled=self.autocast):
+            return fn(*args)
+
+
+class _UNetsOnThreads(torch.autograd.Function):
+    """The U-Nets' forward and backward on worker threads, as one autograd node of the caller's graph.
+
+    Forward builds each U-Net's own graph on a worker, from leaves that share the stacked parameters'
+    memory; backward runs each of those graphs on a worker (the engine runs a CPU graph on the thread
+    that asks for it) and gathers the per-U-Net gradients into the stacked parameters' layout.
+    """
+
+    @staticmethod
+    def forward(ctx, stack: "_UNetStack", workers: UNetWorkers, caller: _CallerState, n_inputs: int,
+                *tensors: Tensor) -> tuple[Tensor, ...]:
+        inputs = tensors[:n_inputs]
+        views = stack.slot_tensors(detach=True)
+        leaves = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
+        outputs = workers.map(lambda slot: caller.run(stack.run_one, views[slot], leaves[slot], stack.head(slot)),
+                              range(n_inputs))
+        ctx.graphs = (stack, workers, views, leaves, outputs)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None (backward skips that U-Net)
+        return tuple(output.detach() for output in outputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: Tensor | None) -> tuple[Tensor | None, ...]:
+        stack, workers, views, leaves, outputs = ctx.graphs
+        del ctx.graphs  # each U-Net's graph is freed by its backward
+        names = [name for name, _ in stack.named_parameters()]
+
+        def backward_one(slot: int) -> dict[str, Tensor | None]:
+            wanted = {name: views[slot][name] for name in names
+                      if name in views[slot] and views[slot][name].requires_grad}
+            if leaves[slot].requires_grad:
+                wanted["input"] = leaves[slot]
+            if grad_outputs[slot] is None:  # this U-Net's output was not used: no gradient, as sequentially
+                return {}
+            found = torch.autograd.grad(outputs[slot], list(wanted.values()), grad_outputs[slot], allow_unused=True)
+            return dict(zip(wanted, found))
+
+        per_slot = workers.map(backward_one, range(len(outputs)))
+        input_grads = [grads.get("input") for grads in per_slot]
+        param_grads = []
+        for name, param in stack.named_parameters():
+            parts = [(grads.get(name), views[slot][name]) for slot, grads in enumerate(per_slot) if name in views[slot]]
+            if not param.requires_grad or all(g is None for g, _ in parts):
+                param_grads.append(None)
+            else:
+                param_grads.append(torch.cat([g if g is not None else torch.zeros_like(v) for g, v in parts]))
+        return (None, None, None, None, *input_grads, *param_grads)
+
+
 class StackedClozeNet(nn.Module):
     """A cloze network (`SelfCompleteNetFull` or `SelfCompleteNet4`) whose used U-Nets are stacked.
 
     Built from a reference network, whose weights it takes over; `forward` has the
     reference's contract. `channels_last` picks the activations' memory format. `execution`:
-    "grouped" runs all U-Nets together (grouped convolutions); "sequential" runs them one
-    after another on views of the same stacked tensors (on a CPU this is faster: one U-Net's
-    activations stay in cache, and oneDNN's grouped kernels are slower than its plain ones);
-    "streams" (CUDA) runs them as "sequential" but each on its own CUDA stream, so the small
-    kernels of different U-Nets share the GPU (sequential elsewhere); "auto" picks sequential
-    on a CPU and streams on a GPU (measured fastest of the four on each: README, Speed).
+
+    - "grouped": all U-Nets together (grouped convolutions);
+    - "sequential": one U-Net after another on views of the same stacked tensors;
+    - "threads" (CPU): as "sequential", but the U-Nets run side by side on `workers` worker
+      threads (default: the intra-op thread count, at most one per U-Net), which share out the
+      intra-op threads; forward and backward both (on one thread, sequential);
+    - "streams" (CUDA): as "sequential", but each U-Net on its own CUDA stream, so the small
+      kernels of different U-Nets share the GPU (on a CPU, threads);
+    - "auto": threads on a CPU and streams on a GPU (measured fastest on each: README, Speed).
+
+    Every execution computes each U-Net's function with the same operations; only float
+    rounding differs (summation order).
     """
 
-    EXECUTIONS = ("auto", "grouped", "sequential", "streams")
+    EXECUTIONS = ("auto", "grouped", "sequential", "streams", "threads")
 
-    def __init__(self, reference: _ClozeNet, channels_last: bool = True, execution: str = "auto") -> None:
+    def __init__(self, reference: _ClozeNet, channels_last: bool = True, execution: str = "auto",
+                 workers: int | None = None) -> None:
         super().__init__()
         if execution not in self.EXECUTIONS:
             raise ValueError(f"execution must be one of {self.EXECUTIONS}, not {execution!r}")
         self.execution = execution
+        self.workers = workers
         self._streams: list | None = None  # "streams": one CUDA stream per U-Net, made on first use
         self.rawRange = reference.rawRange
         self.tot_raw_num, self.tot_of_num = reference.tot_raw_num, reference.tot_of_num
@@ -322,16 +483,30 @@ class StackedClozeNet(nn.Module):
         """Load a state dict with the reference's keys (what `load_state_dict()` takes)."""
         return self.load_state_dict(state_dict, strict=strict)
 
+    def resolved_execution(self, device: torch.device) -> str:
+        """The execution that a forward pass on `device` runs ("auto" and device-specific ones resolved)."""
+        execution = self.execution
+        if execution == "auto":
+            execution = "streams" if device.type == "cuda" else "threads"
+        if execution == "streams" and device.type != "cuda":
+            execution = "threads"
+        if execution == "threads" and (device.type != "cpu" or self._worker_count() < 2):
+            execution = "sequential"
+        return execution
+
+    def _worker_count(self) -> int:
+        return min(self.workers or torch.get_num_threads(), self.stack.groups)
+
+    def _worker_pool(self) -> UNetWorkers:
+        workers = self._worker_count()
+        return unet_workers(workers, max(1, torch.get_num_threads() // workers))
+
     def forward(self, x: Tensor, x_of: Tensor) -> tuple[Tensor | list, Tensor, Tensor | list, Tensor]:
         """The reference's contract: (of_outputs, raw_outputs, of_targets, raw_targets)."""
         c = RAW_CHANNELS
         source = torch.cat([x, x.new_zeros(x.shape[0], 1, *x.shape[2:])], dim=1) if self.padding else x
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        execution = self.execution
-        if execution == "auto":
-            execution = "sequential" if x.device.type == "cpu" else "streams"
-        if execution == "streams" and x.device.type != "cuda":
-            execution = "sequential"
+        execution = self.resolved_execution(x.device)
         if execution == "grouped":
             raw_outputs, of_outputs = self.stack(source.index_select(1, self.input_index).contiguous(
                 memory_format=memory_format))
@@ -342,8 +517,11 @@ class StackedClozeNet(nn.Module):
                 if self._streams is None or self._streams[0].device != x.device:
                     self._streams = [torch.cuda.Stream(x.device) for _ in range(self.stack.groups)]
                 streams = self._streams
-            outputs = self.stack.forward_each([source.index_select(1, index).contiguous(memory_format=memory_format)
-                                               for index in indices], streams)
+            inputs = [source.index_select(1, index).contiguous(memory_format=memory_format) for index in indices]
+            if execution == "threads":
+                outputs = self.stack.forward_threads(inputs, self._worker_pool())
+            else:
+                outputs = self.stack.forward_each(inputs, streams)
             n_raw = self.stack.n_raw
             raw_outputs = torch.cat(outputs[:n_raw], dim=1)
             of_outputs = torch.cat(outputs[n_raw:], dim=1) if len(outputs) > n_raw else None

@@ -40,13 +40,18 @@ def case_id(case):
     return f"{cls.__name__}-rawRange{raw_range}-padding{padding}-useFlow{use_flow}"
 
 
-def make_pair(cls, tot_of_num, raw_range, padding, use_flow, nf=4, channels_last=True, dtype=torch.float32):
+# The CPU executions; "threads" with 3 worker threads whatever the thread count (this file runs at one).
+EXECUTIONS = [("sequential", None), ("grouped", None), ("threads", 3)]
+
+
+def make_pair(cls, tot_of_num, raw_range, padding, use_flow, nf=4, channels_last=True, dtype=torch.float32,
+              execution=("auto", None)):
     """The reference network with det_fill weights, and a stacked one loaded with its state dict."""
     kwargs = dict(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=raw_range,
                   useFlow=use_flow, padding=padding)
     reference = cls(**kwargs)
     reference.load_state_dict(det_fill(reference.state_dict()))
-    stacked = StackedClozeNet(cls(**kwargs), channels_last=channels_last)
+    stacked = StackedClozeNet(cls(**kwargs), channels_last=channels_last, execution=execution[0], workers=execution[1])
     stacked.load_state_dict(reference.state_dict())
     return reference.to(dtype), stacked.to(dtype)
 
@@ -82,10 +87,11 @@ def assert_states_close(got, want, rel=REL):
         assert_close(got[key], want[key], key, rel)
 
 
+@pytest.mark.parametrize("execution", EXECUTIONS, ids=lambda e: e[0])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_forward_equals_separate_unets(case, mode):
-    reference, stacked = make_pair(*case)
+def test_forward_equals_separate_unets(case, mode, execution):
+    reference, stacked = make_pair(*case, execution=execution)
     x, x_of = inputs(case[1])
     getattr(reference, mode)()
     getattr(stacked, mode)()
@@ -122,13 +128,14 @@ def feeds_batchnorm(key):
     return key.endswith(("conv.0.bias", "conv.3.bias"))
 
 
+@pytest.mark.parametrize("execution", EXECUTIONS, ids=lambda e: e[0])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_float64_gradients_and_adam_steps_equal_separate_unets(case):
+def test_float64_gradients_and_adam_steps_equal_separate_unets(case, execution):
     """In float64 the two computations agree to ~1e-9 and better: the same mathematics, train.py's Adam settings.
 
     (Why parameters are not compared in float32: test_float32_training_steps_follow_separate_unets.)
     """
-    reference, stacked = make_pair(*case, dtype=torch.float64)
+    reference, stacked = make_pair(*case, dtype=torch.float64, execution=execution)
     x, x_of = inputs(case[1], dtype=torch.float64)
     for model in (reference, stacked):
         training_loss(model.train(), x, x_of).backward()
@@ -145,15 +152,16 @@ def test_float64_gradients_and_adam_steps_equal_separate_unets(case):
         else:
             assert_close(got[key], w, key, rel=F64_REL)
 
-    reference, stacked = make_pair(*case, dtype=torch.float64)
+    reference, stacked = make_pair(*case, dtype=torch.float64, execution=execution)
     np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=1e-12)
     assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
     with torch.no_grad():
         assert_outputs_close(stacked.eval()(x, x_of), reference.eval()(x, x_of))
 
 
+@pytest.mark.parametrize("execution", EXECUTIONS, ids=lambda e: e[0])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_float32_training_steps_follow_separate_unets(case):
+def test_float32_training_steps_follow_separate_unets(case, execution):
     """float32, train.py's Adam from the same weights: the same losses and BatchNorm counters.
 
     Parameters are compared in float64 (above), not here: float32 rounding differs between any two
@@ -164,7 +172,7 @@ def test_float32_training_steps_follow_separate_unets(case):
     eps = 1e-7, and Adam moves each by about lr in a direction set by that noise; and a ReLU or
     max-pool that flips on a 1e-9 difference changes a gradient outright.
     """
-    reference, stacked = make_pair(*case)
+    reference, stacked = make_pair(*case, execution=execution)
     x, x_of = inputs(case[1])
     np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=REL)
     counters = [k for k in reference.state_dict() if k.endswith("num_batches_tracked")]
@@ -268,3 +276,63 @@ def test_training_uses_the_stacked_network_by_default():
     separate = make_network(cloze, stacked=False)
     assert not isinstance(separate, StackedClozeNet)
     assert list(make_network(cloze).state_dict()) == list(separate.state_dict())
+
+
+def test_worker_threads_leave_the_callers_thread_count():
+    """Workers set their own intra-op thread count; the caller's, and that of threads started later, stay."""
+    import threading
+
+    from models.stacked_cloze import UNetWorkers
+
+    torch.set_num_threads(2)
+    try:
+        workers = UNetWorkers(2, 1)
+        assert workers.map(lambda slot: torch.get_num_threads(), range(4)) == [1, 1, 1, 1]
+        assert torch.get_num_threads() == 2
+        later = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [2]
+        workers.pool.shutdown()
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_threads_follow_the_callers_autocast_and_grad_mode():
+    reference, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
+    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("sequential", None))
+    x, x_of = inputs(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = threaded.train()(x, x_of), sequential.train()(x, x_of)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+    assert got[1].dtype == torch.bfloat16 and got[1].requires_grad
+    torch.testing.assert_close(got[1].float(), want[1].float(), rtol=0, atol=0.02)
+    got[1].float().sum().backward()  # the workers' graphs, in bfloat16; the flow outputs unused
+    (want[1].float().sum()).backward()
+    for (name, p), (_, q) in zip(threaded.stack.named_parameters(), sequential.stack.named_parameters()):
+        assert (p.grad is None) == (q.grad is None), name  # the flow heads get none, as sequentially
+        if q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0.05 * q.grad.abs().max().item(), msg=name)
+    with torch.no_grad():
+        assert not threaded.eval()(x, x_of)[1].requires_grad
+
+
+def test_eval_on_a_cpu_runs_convolution_batchnorm_and_relu_fused():
+    """The fused path is the one test_forward_equals_separate_unets[eval] compared with the reference."""
+    from models.stacked_cloze import _fused_inference
+
+    x = torch.rand(2, 12, 8, 8)
+    with torch.no_grad():
+        assert _fused_inference(x, training=False)
+        assert not _fused_inference(x, training=True) and not _fused_inference(x.double(), training=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not _fused_inference(x, training=False)
+    assert not _fused_inference(x, training=False)  # grad enabled: autograd needs the separate operations
+
+
+def test_an_error_on_a_worker_reaches_the_caller():
+    _, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
+    with pytest.raises(RuntimeError):
+        threaded.train()(torch.rand(2, 15, 12, 12), torch.rand(2, 10, 12, 12))  # 12 is not divisible by 8
