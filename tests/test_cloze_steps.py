@@ -15,22 +15,33 @@ from utils.prefetch import prefetch
 from utils.training import make_network
 
 
+SEEDS = (0, 1, 2)
+
+
 @pytest.mark.slow
 def test_bf16_auroc_on_the_synthetic_data_is_within_0_005_of_fp32(tmp_path):
-    """The README's main job (the built-in synthetic dataset, its config) trained and scored in fp32 and in bf16."""
+    """The README's main job (the built-in synthetic dataset, its config) trained and scored in fp32 and in bf16,
+    with three seeds each: the means are compared.
+
+    One run per precision would compare noise: fp32 itself moves by 0.003 when only the summation order
+    changes (one execution of the stacked network or another) and by up to 0.01 between seeds (measured:
+    0.9686 / 0.9720 / 0.9622 for seeds 0 / 1 / 2, bf16 0.9756 / 0.9731 / 0.9575, mean difference 0.0011).
+    """
     config = write_config(tmp_path)
     cfg = load_config(config)
     for split_name in ("train", "test"):
         compute_flow(cfg, open_dataset_split(cfg, split_name), "cpu")
-    auroc = {}
-    for precision in ("fp32", "bf16"):
-        cfg = load_config(config, [f"SelfComplete.precision={precision}", f"shared_parameters.data_root_dir=data_{precision}",
-                                   f"shared_parameters.results_dir=results_{precision}"])
-        run_training(cfg)
-        auroc[precision] = run_testing(cfg)["auroc_micro"]
-    print(f"micro AUROC on the synthetic data: fp32 {auroc['fp32']:.4f}, bf16 {auroc['bf16']:.4f}")
-    assert auroc["fp32"] > 0.9, auroc  # the main job's figure: a real model, not chance
-    assert abs(auroc["bf16"] - auroc["fp32"]) <= 0.005, auroc
+    auroc = {"fp32": [], "bf16": []}
+    for seed in SEEDS:
+        for precision in auroc:
+            cfg = load_config(config, [f"SelfComplete.precision={precision}", f"shared_parameters.seed={seed}",
+                                       f"shared_parameters.data_root_dir=data_{precision}_{seed}",
+                                       f"shared_parameters.results_dir=results_{precision}_{seed}"])
+            run_training(cfg)
+            auroc[precision].append(run_testing(cfg)["auroc_micro"])
+    print("micro AUROC on the synthetic data, seeds", SEEDS, auroc)
+    assert min(auroc["fp32"]) > 0.9, auroc  # the main job's figure: a real model, not chance
+    assert abs(np.mean(auroc["bf16"]) - np.mean(auroc["fp32"])) <= 0.005, auroc
 
 
 def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(tmp_path):
