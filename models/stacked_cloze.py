@@ -362,8 +362,8 @@ class StackedClozeNet(nn.Module):
     - "grouped": all U-Nets together (grouped convolutions);
     - "sequential": one U-Net after another on views of the same stacked tensors;
     - "threads" (CPU): as "sequential", but the U-Nets run side by side on `workers` worker
-      threads (default: the intra-op thread count, at most one per U-Net), which share out the
-      intra-op threads; forward and backward both (on one thread, sequential);
+      threads (default: see `_worker_count`), which share out the intra-op threads; forward and
+      backward both (with one worker, sequential);
     - "streams" (CUDA): as "sequential", but each U-Net on its own CUDA stream, so the small
       kernels of different U-Nets share the GPU (on a CPU, threads);
     - "auto": threads on a CPU and streams on a GPU (measured fastest on each: README, Speed).
@@ -495,7 +495,13 @@ class StackedClozeNet(nn.Module):
         return execution
 
     def _worker_count(self) -> int:
-        return min(self.workers or torch.get_num_threads(), self.stack.groups)
+        """`workers`, or the largest count that divides both the U-Nets and the intra-op threads: every
+        round of U-Nets then keeps every thread busy (2 threads, 10 U-Nets: 2 workers of 1 thread;
+        8 threads: 2 workers of 4; 3 threads: 1, i.e. sequential)."""
+        groups, threads = self.stack.groups, torch.get_num_threads()
+        if self.workers:
+            return min(self.workers, groups)
+        return max(w for w in range(1, min(threads, groups) + 1) if groups % w == 0 and threads % w == 0)
 
     def _worker_pool(self) -> UNetWorkers:
         workers = self._worker_count()

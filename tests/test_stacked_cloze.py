@@ -336,3 +336,14 @@ def test_an_error_on_a_worker_reaches_the_caller():
     _, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
     with pytest.raises(RuntimeError):
         threaded.train()(torch.rand(2, 15, 12, 12), torch.rand(2, 10, 12, 12))  # 12 is not divisible by 8
+
+
+@pytest.mark.parametrize("threads, workers", [(1, 1), (2, 2), (3, 1), (4, 2), (8, 2), (10, 10), (20, 10)])
+def test_threads_default_worker_count_keeps_every_thread_busy(threads, workers):
+    _, stacked = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("auto", None))  # 10 U-Nets
+    torch.set_num_threads(threads)
+    try:
+        assert stacked._worker_count() == workers
+        assert stacked.resolved_execution(torch.device("cpu")) == ("threads" if workers > 1 else "sequential")
+    finally:
+        torch.set_num_threads(1)
