@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_config
+from tests.conftest import needs_native, write_config
 from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import load_config
 from utils.cubes import build_cubes
@@ -19,6 +19,7 @@ SEEDS = (0, 1, 2)
 
 
 @pytest.mark.slow
+@needs_native("bf16")
 def test_bf16_auroc_on_the_synthetic_data_is_within_0_005_of_fp32(tmp_path):
     """The README's main job (the built-in synthetic dataset, its config) trained and scored in fp32 and in bf16,
     with three seeds each: the means are compared.

@@ -5,8 +5,12 @@ AVX-512 with AMX-BF16 and AVX512-FP16, 1 thread) with about 3x headroom; fp32 it
 parity tests of test_flownet2.py and test_cascade_rcnn.py, which run with no autocast context at all.
 """
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ import torch
 
 from FlowNet2_src import ChannelNorm, Correlation, FlowNet2, Resample2d
 from models import CascadeRCNN
-from tests.conftest import write_config
+from tests.conftest import REPO, needs_native, write_config
 from tests.detfill import det_fill
 from tests.matching import assert_same_boxes
 from utils.config import load_config
@@ -22,7 +26,7 @@ from utils.errors import VECError
 from utils.flow import build_flow_backend
 from utils.flow.flownet2 import FlowNet2Flow
 from utils.foreground import CascadeRCNNDetector, build_detector
-from utils.precision import autocast, check_precision
+from utils.precision import autocast, check_precision, emulated_on_this_cpu
 from utils.prefetch import read_ahead
 
 from tests.test_cascade_rcnn import GOLDEN, IMG_SHAPE, SCALE_FACTOR
@@ -37,7 +41,8 @@ def _supported(precision):
         return False
 
 
-REDUCED = [pytest.param(p, marks=pytest.mark.skipif(not _supported(p), reason=f"no {p} autocast on this CPU"))
+REDUCED = [pytest.param(p, marks=[pytest.mark.skipif(not _supported(p), reason=f"no {p} autocast on this CPU"),
+                                  needs_native(p)])
            for p in ("bf16", "fp16")]
 
 
@@ -109,6 +114,7 @@ def test_flow_backend_in_bf16_returns_float32_flow_at_frame_size(flownet2):
 BF16_CASCADE_TOL = dict(min_iou=0.9, box_atol=4.0, score_atol=0.1, max_unmatched=3)
 
 
+@needs_native("bf16")
 def test_bf16_cascade_matches_fp32_as_sets(cascade):
     feats = [torch.from_numpy(GOLDEN[f"neck_p{level}"]) for level in range(2, 7)]
     proposals = torch.from_numpy(GOLDEN["proposals"])
@@ -125,6 +131,7 @@ def test_bf16_cascade_matches_fp32_as_sets(cascade):
 # which proposals survive NMS is decided by rounding and the detection SETS of bf16 and fp32 diverge (see
 # README, "Precision"); what is checked end to end is that the detector works in bf16: FPN features within
 # a measured bound of fp32 (max |diff| 1.4 % of the largest feature), float32 boxes inside the frame.
+@needs_native("bf16")
 def test_bf16_detector_end_to_end(cascade):
     inputs = torch.from_numpy(GOLDEN["inputs"])
     with torch.inference_mode():
@@ -164,6 +171,22 @@ def test_config_precision_keys(tmp_path):
     with pytest.raises(VECError, match="applies to detector = cascade_rcnn only, not none"):
         load_config(path, ["synthetic.detector_precision=fp16"])
     assert "\n" not in str(err.value)
+
+
+def test_precision_without_onednn_kernels_on_this_cpu_warns_in_one_line():
+    """bf16 with oneDNN held to AVX2 (a CPU without AVX-512) falls back to generic loops: a warning, not an error
+    (the results stay right). oneDNN reads its ISA limit once, so the limited case runs in a child process."""
+    probe = ("import warnings; from utils.precision import check_precision, emulated_on_this_cpu; "
+             "warnings.simplefilter('error'); print(emulated_on_this_cpu('bf16', 'cpu')); check_precision('bf16', 'cpu')")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    limited = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
+    assert limited.stdout.split() == ["True"] and limited.returncode != 0
+    last_line = limited.stderr.strip().splitlines()[-1]
+    assert "precision = bf16" in last_line and "emulated" in last_line and "use fp32" in last_line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_precision("fp32", "cpu")  # fp32 never warns
+        assert not emulated_on_this_cpu("bf16", "cuda")  # only CPU kernels are in question
 
 
 def test_precision_for_other_backends_or_unsupported_devices_is_an_error():

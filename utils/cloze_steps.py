@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from utils import distributed
 from utils.cubes import CubeStore
 from utils.errors import VECError
-from utils.precision import autocast
+from utils.precision import autocast, warn_if_emulated
 from utils.prefetch import prefetch
 
 CLOZE_PRECISIONS = ("fp32", "bf16")
@@ -140,6 +140,7 @@ class TrainStep:
         self.batch_size, self.world_size = batch_size, world_size
         self.capture = wants_capture(self.device, capture)
         forward_context(precision, self.device)  # rejects an unknown precision before any work
+        warn_if_emulated(precision, self.device)
         # capturable: Adam's step counter lives on the GPU, so its update can be replayed.
         options = {"capturable": True, "foreach": True} if self.capture else {}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, eps=1e-7, weight_decay=0.0, **options)
@@ -219,6 +220,7 @@ class ErrorStep:
         self.device, self.precision = torch.device(device), precision
         self.capture = wants_capture(self.device, capture)
         forward_context(precision, self.device)
+        warn_if_emulated(precision, self.device)
         self._graph: _Captured | None = None
 
     def _errors(self, raw: Tensor, flow: Tensor, capturing: bool = False) -> tuple[Tensor, Tensor]:

@@ -42,6 +42,24 @@ def check_precision(precision: str, device: str | torch.device, what: str = "pre
     if reason is not None:
         raise VECError(f"{what} = {precision} is not supported by torch {torch.__version__} autocast on "
                        f"{device_type} ({reason}); use fp32 or another of {', '.join(PRECISIONS)}")
+    warn_if_emulated(precision, device, what)
+
+
+def emulated_on_this_cpu(precision: str, device: str | torch.device) -> bool:
+    """True where `precision` has no oneDNN kernels on this CPU (bf16 without AVX-512, say), so that its
+    convolutions fall back to generic loops: measured 24x slower than fp32 with oneDNN held to AVX2."""
+    if precision == "fp32" or torch.device(device).type != "cpu":
+        return False
+    supported = {"bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
+                 "fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported}[precision]
+    return not supported()
+
+
+def warn_if_emulated(precision: str, device: str | torch.device, what: str = "precision") -> None:
+    """One-line warning (results stay right, only slow) when `precision` would run emulated on this CPU."""
+    if emulated_on_this_cpu(precision, device):
+        warnings.warn(f"{what} = {precision}: this CPU has no oneDNN {precision} kernels, so it runs emulated, "
+                      "many times slower than fp32; use fp32 here", stacklevel=2)
 
 
 def autocast(precision: str, device: str | torch.device, cache_enabled: bool = True):
