@@ -14,9 +14,10 @@ random cubes of the paper's shape (5 BGR patches and 5 flows of 32x32, nf 32, pa
 - train cubes/s: forward + backward + Adam step at --batch;
 - eval cubes/s: no_grad forward in eval mode at --eval-batch.
 
-After a warm-up, the variants run interleaved (variant A, B, C, A, B, C, ...) --repeats
-times; the table gives the median of each and its ratio to the reference path, so a noisy
-or shared machine affects all variants alike. On CUDA, timings are synchronised and the
+After a warm-up, the variants run interleaved (variant A, B, C, C, B, A, A, ...) --repeats
+times; the table gives the median rate of each and its ratio to the reference path: the
+median over repeats of the ratio within a repeat, so that a noisy or shared machine, whose
+speed drifts from one repeat to the next, affects the compared variants alike. On CUDA, timings are synchronised and the
 peak GPU memory of each variant is printed. Before timing, every variant is loaded with the
 same weights and its outputs are compared with the reference's.
 
@@ -98,10 +99,20 @@ def interleaved(row: str, metric: str, steps: dict[str, Callable[[], object]], i
         synchronize(device)
         if device.type == "cuda":
             results[name].peak_bytes = torch.cuda.max_memory_allocated(device)
-    for _ in range(repeats):
-        for name, step in steps.items():
-            results[name].rates.append(items_per_step * steps_per_repeat / timed(step, device, steps_per_repeat))
+    names = list(steps)
+    for repeat in range(repeats):
+        # Every other repeat in reverse order, so that no variant always runs right after the same one.
+        for name in (names if repeat % 2 == 0 else names[::-1]):
+            results[name].rates.append(items_per_step * steps_per_repeat / timed(steps[name], device, steps_per_repeat))
     return list(results.values())
+
+
+def paired_ratio(result: Result, base: Result) -> float:
+    """Median over repeats of the rate ratio within each repeat: a drift of the machine's speed between
+    repeats (±25 % on a shared virtual machine) moves both rates of a repeat, not their ratio."""
+    if len(result.rates) != len(base.rates):
+        return result.median / base.median
+    return statistics.median(r / b for r, b in zip(result.rates, base.rates))
 
 
 # ---- row: cloze networks -------------------------------------------------------------------
@@ -355,7 +366,7 @@ def print_table(results: list[Result], baseline: str = "reference") -> None:
     print(f"\n{'row':<14}{'metric':<16}{'variant':<15}{'median':>10}{'ratio':>8}{'peak MiB':>10}   repeats")
     for r in results:
         base = next((b for b in results if (b.row, b.metric, b.variant) == (r.row, r.metric, baseline)), None)
-        ratio = f"{r.median / base.median:.2f}x" if base else ""
+        ratio = f"{paired_ratio(r, base):.2f}x" if base else ""
         peak = f"{r.peak_bytes / 2 ** 20:.0f}" if r.peak_bytes is not None else "-"
         reps = " ".join(f"{v:.2f}" for v in r.rates)
         print(f"{r.row:<14}{r.metric:<16}{r.variant:<15}{r.median:>10.2f}{ratio:>8}{peak:>10}   {reps}")

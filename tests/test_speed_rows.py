@@ -41,3 +41,16 @@ def test_synthetic_store_opens_and_trains(tmp_path, capsys):
     speed.memory_child(str(tmp_path / "store"), "cpu", 2, 16, 2, 40)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["cubes"] == 300 and report["trained_on"] == 32 and report["scored"] == 40
+
+
+def test_ratio_is_the_median_of_ratios_within_repeats_and_variants_alternate_order():
+    order = []
+    steps = {name: (lambda name=name: order.append(name)) for name in ("reference", "fast")}
+    results = speed.interleaved("cloze", "train cubes/s", steps, 1, speed.torch.device("cpu"), warmup=0, repeats=3)
+    assert order == ["reference", "fast", "fast", "reference", "reference", "fast"]
+    assert [r.variant for r in results] == ["reference", "fast"] and all(len(r.rates) == 3 for r in results)
+    # The machine's speed drifts 4x between moments; within two of the three repeats "fast" is 1.5x "reference".
+    base = speed.Result("cloze", "train cubes/s", "reference", rates=[10.0, 10.0, 2.5])
+    fast = speed.Result("cloze", "train cubes/s", "fast", rates=[15.0, 3.75, 3.75])
+    assert fast.median / base.median == 0.375  # the ratio of the medians compares a fast moment with a slow one
+    assert speed.paired_ratio(fast, base) == 1.5
