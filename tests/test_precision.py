@@ -175,7 +175,7 @@ def test_config_precision_keys(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_precision_without_onednn_kernels_on_this_cpu_warns_in_one_line():
+def test_precision_without_onednn_kernels_on_this_cpu_warns_in_one_line(tmp_path):
     """bf16 with oneDNN held to AVX2 (a CPU without AVX-512) falls back to generic loops: a warning, not an error
     (the results stay right). oneDNN reads its ISA limit once, so the limited case runs in a child process."""
     probe = ("import warnings; from utils.precision import check_precision, emulated_on_this_cpu; "
@@ -185,6 +185,14 @@ def test_precision_without_onednn_kernels_on_this_cpu_warns_in_one_line():
     assert limited.stdout.split() == ["True"] and limited.returncode != 0
     last_line = limited.stderr.strip().splitlines()[-1]
     assert "precision = bf16" in last_line and "emulated" in last_line and "use fp32" in last_line
+    # In a script: one line, "warning: ...", then the work goes on (here to test.py's missing-model error).
+    config = write_config(tmp_path)
+    script = subprocess.run([sys.executable, str(REPO / "test.py"), "--config", str(config), "--set",
+                             "synthetic.flow_method=flownet2", "--set", "synthetic.flow_precision=bf16"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    lines = script.stderr.strip().splitlines()
+    assert script.returncode == 2 and lines[0].startswith("warning: flow_precision = bf16:"), script.stderr
+    assert lines[-1].startswith("error: ") and "Traceback" not in script.stderr
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_precision("fp32", "cpu")  # fp32 never warns

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable
 
 from tqdm import tqdm
 
 from utils import distributed
 from utils.config import RunConfig, load_config
-from utils.errors import VECError
+from utils.errors import VECError, VECWarning
 
 
 def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace], None],
@@ -27,6 +28,7 @@ def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace],
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args()
+    warnings.showwarning = _show_warning
     try:
         cfg = load_config(args.config, args.overrides)
         with distributed.process_group(cfg.device), distributed.quiet_unless_main():
@@ -39,6 +41,17 @@ def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace],
         _close_progress_bars()
         print("interrupted: finished files are kept, rerun to continue", file=sys.stderr)
         sys.exit(130)
+
+
+_default_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """VECWarning as one line, written around any open progress bar; other warnings as Python shows them."""
+    if issubclass(category, VECWarning):
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
 
 
 def _close_progress_bars() -> None:

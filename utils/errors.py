@@ -7,3 +7,10 @@ class VECError(Exception):
     Entry scripts print its message as a single line and exit with status 2, so the
     message must say what is wrong and how to fix it, in one sentence.
     """
+
+
+class VECWarning(UserWarning):
+    """Something the user should know that does not stop the work (half precision running emulated, say).
+
+    Entry scripts print it as one line, `warning: <message>`, and go on.
+    """

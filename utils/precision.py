@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from utils.errors import VECError
+from utils.errors import VECError, VECWarning
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -59,7 +59,7 @@ def warn_if_emulated(precision: str, device: str | torch.device, what: str = "pr
     """One-line warning (results stay right, only slow) when `precision` would run emulated on this CPU."""
     if emulated_on_this_cpu(precision, device):
         warnings.warn(f"{what} = {precision}: this CPU has no oneDNN {precision} kernels, so it runs emulated, "
-                      "many times slower than fp32; use fp32 here", stacklevel=2)
+                      "many times slower than fp32; use fp32 here", VECWarning, stacklevel=2)
 
 
 def autocast(precision: str, device: str | torch.device, cache_enabled: bool = True):
