@@ -50,9 +50,12 @@ def emulated_on_this_cpu(precision: str, device: str | torch.device) -> bool:
     convolutions fall back to generic loops: measured 24x slower than fp32 with oneDNN held to AVX2."""
     if precision == "fp32" or torch.device(device).type != "cpu":
         return False
-    supported = {"bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
-                 "fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported}[precision]
-    return not supported()
+    try:  # private ops of torch's oneDNN binding (torch 1.x to 2.14 at least): if gone, assume kernels exist
+        supported = {"bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
+                     "fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported}[precision]()
+    except (AttributeError, RuntimeError):
+        return False
+    return not supported
 
 
 def warn_if_emulated(precision: str, device: str | torch.device, what: str = "precision") -> None:
