@@ -44,19 +44,22 @@ def crop_cubes(stack: np.ndarray, boxes, patch_size: int = 32) -> np.ndarray:
     Returns (N, T, C, p, p) of stack's dtype. Coordinates are ceiled to ints and the crop is
     `[y1:y2, x1:x2]` (end exclusive); a box with an empty crop gives an all-zero cube.
     """
-    stack = np.asarray(stack)
-    t, c = stack.shape[:2]
-    cubes = np.zeros((len(boxes), t, c, patch_size, patch_size), dtype=stack.dtype)
-    frames_hwc = np.ascontiguousarray(stack.transpose(0, 2, 3, 1))  # cv2 wants H, W, C
+    return crop_frames(list(np.asarray(stack).transpose(0, 2, 3, 1)), boxes, patch_size)
+
+
+def crop_frames(frames: Sequence[np.ndarray], boxes, patch_size: int = 32) -> np.ndarray:
+    """`crop_cubes` of T frames given as (H, W, C) arrays, as they are read: no (T, C, H, W) stack is built."""
+    t, c = len(frames), frames[0].shape[2]
+    cubes = np.zeros((len(boxes), t, patch_size, patch_size, c), dtype=frames[0].dtype)
     for n, box in enumerate(boxes):
         x1, y1, x2, y2 = ceil_box(box)
-        crop = frames_hwc[:, y1:y2, x1:x2]
-        if crop.shape[1] == 0 or crop.shape[2] == 0:
-            continue
-        for j in range(t):
-            patch = cv2.resize(np.ascontiguousarray(crop[j]), (patch_size, patch_size))
-            cubes[n, j] = patch.reshape(patch_size, patch_size, c).transpose(2, 0, 1)
-    return cubes
+        for j, frame in enumerate(frames):
+            crop = frame[y1:y2, x1:x2]
+            if crop.shape[0] == 0 or crop.shape[1] == 0:
+                break
+            cubes[n, j] = cv2.resize(crop, (patch_size, patch_size)).reshape(
+                patch_size, patch_size, c)
+    return np.ascontiguousarray(cubes.transpose(0, 1, 4, 2, 3))
 
 
 def block_indices(box, h_step: float, w_step: float, mode: int, h_block: int, w_block: int) -> list[tuple[int, int]]:
@@ -217,10 +220,10 @@ def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *
         boxes = np.asarray(all_boxes[i]).reshape(-1, 4) if len(all_boxes[i]) else np.zeros((0, 4))
         if len(boxes) == 0:
             continue
-        frames = np.stack([read_frame(j) for j in split.context(i, context_frame_num, border_mode)])
-        flows = np.stack([read_flow_of(j) for j in split.context(i, context_of_num, border_mode)])
-        raw_cubes = crop_cubes(frames.transpose(0, 3, 1, 2), boxes, patch_size)
-        flow_cubes = crop_cubes(flows.transpose(0, 3, 1, 2), boxes, patch_size)
+        raw_cubes = crop_frames([read_frame(j) for j in split.context(i, context_frame_num, border_mode)], boxes,
+                                patch_size)
+        flow_cubes = crop_frames([read_flow_of(j) for j in split.context(i, context_of_num, border_mode)], boxes,
+                                 patch_size)
         motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
         for n in np.flatnonzero(motion > motion_thr):
             for block in block_indices(boxes[n], h_step, w_step, block_mode, h_block, w_block):
