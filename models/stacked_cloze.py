@@ -257,7 +257,8 @@ class UNetWorkers:
 
     Why: a U-Net's memory-bound BatchNorms and small convolutions scale less than perfectly over
     OpenMP threads; two U-Nets at a time on one thread each avoid that. Measured against sequential
-    on 2 cores in three runs: training 0.91-1.05x, scoring 0.96-1.21x, within this VM's noise (README, Speed).
+    on 2 cores in three runs under load: training 0.91-1.05x, scoring 0.96-1.21x; on the idle machine
+    1.10x and 1.12x (README, Speed).
     PyTorch's thread count is per thread; `torch.set_num_threads` in a worker also sets the count
     that threads created later start with, so the caller's count is put back once every worker
     has its own.
@@ -368,7 +369,7 @@ class StackedClozeNet(nn.Module):
     - "streams" (CUDA): as "sequential", but each U-Net on its own CUDA stream, so the small
       kernels of different U-Nets share the GPU (on a CPU, threads);
     - "auto": threads on a CPU and streams on a GPU (README, Speed: streams measured fastest on a
-      GPU; on a 2-core CPU threads and sequential are within noise of each other, grouped is slower).
+      GPU; on a 2-core CPU threads are as fast as sequential or up to 1.1x faster, grouped is slower).
 
     Every execution computes each U-Net's function with the same operations; only float
     rounding differs (summation order).
