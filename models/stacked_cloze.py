@@ -257,8 +257,8 @@ class UNetWorkers:
 
     Why: a U-Net's memory-bound BatchNorms and small convolutions scale less than perfectly over
     OpenMP threads; two U-Nets at a time on one thread each avoid that. Measured against sequential
-    on 2 cores in three runs under load: training 0.91-1.05x, scoring 0.96-1.21x; on the idle machine
-    1.10x and 1.12x (README, Speed).
+    on 2 cores in three runs under load: training 0.91-1.05x, scoring 0.96-1.21x; in one run on the idle
+    machine 1.06x and 1.12x (README, Speed).
     PyTorch's thread count is per thread; `torch.set_num_threads` in a worker also sets the count
     that threads created later start with, so the caller's count is put back once every worker
     has its own.
