@@ -365,7 +365,8 @@ class StackedClozeNet(nn.Module):
     - "sequential": one U-Net after another on views of the same stacked tensors;
     - "threads" (CPU): as "sequential", but the U-Nets run side by side on `workers` worker
       threads (default: see `_worker_count`), which share out the intra-op threads; forward and
-      backward both (with one worker, sequential);
+      backward both (with one worker, sequential); a training step can run each U-Net's forward,
+      loss term and backward in one go on its worker (`forward_backward`, what TrainStep calls);
     - "streams" (CUDA): as "sequential", but each U-Net on its own CUDA stream, so the small
       kernels of different U-Nets share the GPU (on a CPU, threads);
     - "auto": threads on a CPU and streams on a GPU (README, Speed: streams measured fastest on a
@@ -510,35 +511,92 @@ class StackedClozeNet(nn.Module):
         workers = self._worker_count()
         return unet_workers(workers, max(1, torch.get_num_threads() // workers))
 
-    def forward(self, x: Tensor, x_of: Tensor) -> tuple[Tensor | list, Tensor, Tensor | list, Tensor]:
-        """The reference's contract: (of_outputs, raw_outputs, of_targets, raw_targets)."""
-        c = RAW_CHANNELS
+    def _inputs(self, x: Tensor, indices: list[Tensor]) -> list[Tensor]:
+        """The cube's channels `indices[k]` for each k, the index tot_raw_num·3 an extra zero channel
+        (padding), in the activations' memory format."""
         source = torch.cat([x, x.new_zeros(x.shape[0], 1, *x.shape[2:])], dim=1) if self.padding else x
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return [source.index_select(1, index).contiguous(memory_format=memory_format) for index in indices]
+
+    def _unet_inputs(self, x: Tensor) -> list[Tensor]:
+        """Each U-Net's input: the cube without (or with zeros at) its erased position."""
+        return self._inputs(x, list(self.input_index.split(len(self.input_index) // self.stack.groups)))
+
+    def _unet_targets(self, x: Tensor, x_of: Tensor) -> list[Tensor]:
+        """What each U-Net completes: its erased raw patch (raw U-Nets), then its flow (flow U-Nets)."""
+        c = RAW_CHANNELS
+        return ([x[:, i * c:(i + 1) * c] for i in self.rawRange]
+                + [x_of[:, j * FLOW_CHANNELS:(j + 1) * FLOW_CHANNELS] for j in self.of_indices])
+
+    def fuses_backward(self, device: torch.device) -> bool:
+        """Whether `forward_backward` runs on `device`: training with the threads execution."""
+        return self.training and self.resolved_execution(device) == "threads"
+
+    def forward_backward(self, x: Tensor, x_of: Tensor,
+                         loss_term: Callable[[str, Tensor, Tensor, int], Tensor]) -> Tensor:
+        """A training step's forward and backward, each U-Net's on one worker thread without a pause between.
+
+        Each U-Net's part of the loss depends on its own output only, so a worker that has run a
+        U-Net's forward runs its backward at once: no worker waits at a barrier between all
+        forwards and all backwards, and only the running U-Nets' activations are alive at a time.
+        `loss_term(kind, output, target, count)` is U-Net g's term of the loss (kind "raw" or
+        "flow"; count: the elements of all U-Nets' outputs of that kind, for a mean). Gradients
+        are added to the parameters' `.grad` (as `loss.backward()` does); returns the loss, the sum
+        of the terms (detached). Same arithmetic per U-Net as forward + backward, only the loss's
+        summation order differs.
+        """
+        if not self.fuses_backward(x.device):
+            raise RuntimeError("forward_backward runs the threads execution in training mode only")
+        stack = self.stack
+        stack.count_batch()
+        inputs, targets = self._unet_inputs(x), self._unet_targets(x, x_of)
+        kinds = ["raw"] * stack.n_raw + ["flow"] * (stack.groups - stack.n_raw)
+        counts = {kind: sum(t.numel() for t, k in zip(targets, kinds) if k == kind) for kind in set(kinds)}
+        views = stack.slot_tensors(detach=True)
+        caller = _CallerState(grad=True)
+
+        def train_one(slot: int) -> tuple[Tensor, dict[str, Tensor | None]]:
+            output = caller.run(stack.run_one, views[slot], inputs[slot], stack.head(slot))
+            with torch.enable_grad():  # the loss outside autocast, as the caller computes it
+                term = loss_term(kinds[slot], output.to(targets[slot].dtype), targets[slot], counts[kinds[slot]])
+            wanted = {name: view for name, view in views[slot].items() if view.requires_grad}
+            grads = torch.autograd.grad(term, list(wanted.values()), allow_unused=True)
+            return term.detach(), dict(zip(wanted, grads))
+
+        per_slot = self._worker_pool().map(train_one, range(stack.groups))
+        for name, param in stack.named_parameters():
+            parts = [(grads.get(name), views[slot][name]) for slot, (_, grads) in enumerate(per_slot)
+                     if name in views[slot]]
+            if not param.requires_grad or all(g is None for g, _ in parts):
+                continue
+            grad = torch.cat([g if g is not None else torch.zeros_like(v) for g, v in parts])
+            param.grad = grad if param.grad is None else param.grad.add_(grad)
+        return torch.stack([term for term, _ in per_slot]).sum()
+
+    def forward(self, x: Tensor, x_of: Tensor) -> tuple[Tensor | list, Tensor, Tensor | list, Tensor]:
+        """The reference's contract: (of_outputs, raw_outputs, of_targets, raw_targets)."""
         execution = self.resolved_execution(x.device)
+        n_raw = self.stack.n_raw
         if execution == "grouped":
-            raw_outputs, of_outputs = self.stack(source.index_select(1, self.input_index).contiguous(
-                memory_format=memory_format))
+            raw_outputs, of_outputs = self.stack(self._inputs(x, [self.input_index])[0])
         else:
-            indices = self.input_index.split(len(self.input_index) // self.stack.groups)
             streams = None
             if execution == "streams":
                 if self._streams is None or self._streams[0].device != x.device:
                     self._streams = [torch.cuda.Stream(x.device) for _ in range(self.stack.groups)]
                 streams = self._streams
-            inputs = [source.index_select(1, index).contiguous(memory_format=memory_format) for index in indices]
+            inputs = self._unet_inputs(x)
             if execution == "threads":
                 outputs = self.stack.forward_threads(inputs, self._worker_pool())
             else:
                 outputs = self.stack.forward_each(inputs, streams)
-            n_raw = self.stack.n_raw
             raw_outputs = torch.cat(outputs[:n_raw], dim=1)
             of_outputs = torch.cat(outputs[n_raw:], dim=1) if len(outputs) > n_raw else None
-        raw_targets = torch.cat([x[:, i * c:(i + 1) * c] for i in self.rawRange], dim=1)
+        targets = self._unet_targets(x, x_of)
+        raw_targets = torch.cat(targets[:n_raw], dim=1)
         if of_outputs is None:
             return [], raw_outputs.contiguous(), [], raw_targets
-        of_targets = torch.cat([x_of[:, j * FLOW_CHANNELS:(j + 1) * FLOW_CHANNELS] for j in self.of_indices], dim=1)
-        return of_outputs.contiguous(), raw_outputs.contiguous(), of_targets, raw_targets
+        return of_outputs.contiguous(), raw_outputs.contiguous(), torch.cat(targets[n_raw:], dim=1), raw_targets
 
 
 def _state_dict_to_reference(module: StackedClozeNet, destination: dict, prefix: str, local_metadata: dict) -> None:

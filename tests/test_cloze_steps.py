@@ -45,13 +45,16 @@ def test_bf16_auroc_on_the_synthetic_data_is_within_0_005_of_fp32(tmp_path):
     assert abs(np.mean(auroc["bf16"]) - np.mean(auroc["fp32"])) <= 0.005, auroc
 
 
-def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["sequential", "threads"])
+def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(tmp_path, workers):
     cloze = load_config(write_config(tmp_path, nf=4)).cloze
     batch = (torch.rand(8, 15, 32, 32), torch.randn(8, 10, 32, 32))
     errors, losses = {}, {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = make_network(cloze)
+        model.workers = workers  # threads: TrainStep runs forward_backward, each U-Net's backward on its worker
+        assert model.train().fuses_backward(torch.device("cpu")) == (workers > 1)
         step = TrainStep(model, learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=True, batch_size=8,
                          device=torch.device("cpu"), precision=precision)
         losses[precision] = [step(*batch).item() for _ in range(3)]
@@ -60,6 +63,7 @@ def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(tmp_path):
                                                 precision=precision)(*batch))
     assert errors["bf16"].dtype == torch.float32  # errors are summed in float32 whatever the forward ran in
     assert not torch.equal(errors["bf16"], errors["fp32"])  # bf16 did run: its rounding shows
+    assert losses["bf16"][0] != losses["fp32"][0]  # in the training step too
     # bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding; errors are sums over 5,120 values.
     np.testing.assert_allclose(errors["bf16"], errors["fp32"], rtol=0.05)
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.05)

@@ -13,6 +13,7 @@ import torch
 from models import SelfCompleteNet4, SelfCompleteNetFull, strip_data_parallel_prefix
 from models.stacked_cloze import StackedClozeNet, StackedSelfCompleteNet4, StackedSelfCompleteNetFull, cat_per_unet
 from tests.detfill import det_fill
+from utils.cloze_steps import TrainStep
 
 DATA = Path(__file__).parent / "data"
 REL = 1e-4  # tolerance, relative to each tensor's largest magnitude
@@ -177,6 +178,59 @@ def test_float32_training_steps_follow_separate_unets(case, execution):
     np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=REL)
     counters = [k for k in reference.state_dict() if k.endswith("num_batches_tracked")]
     assert all(torch.equal(stacked.state_dict()[k], reference.state_dict()[k]) for k in counters)
+
+
+def train_steps(model, x, x_of, use_flow, steps=3):
+    """utils/cloze_steps.TrainStep, as train.py runs it (lambda_raw = lambda_of = 1); returns the losses."""
+    step = TrainStep(model.train(), learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=use_flow,
+                     batch_size=len(x), device=x.device)
+    return [step(x, x_of).item() for _ in range(steps)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_forward_backward_on_threads_equals_separate_unets(case):
+    """The training step of the threads execution (each U-Net's backward right after its forward, on its
+    worker): float64 gradients, 3 Adam steps through TrainStep, and float32 losses as the reference's."""
+    reference, stacked = make_pair(*case, dtype=torch.float64, execution=("threads", 3))
+    use_flow = stacked.stack.n_flow > 0  # train.py's flow loss, where a flow U-Net serves a position in rawRange
+    x, x_of = inputs(case[1], dtype=torch.float64)
+    assert not stacked.eval().fuses_backward(x.device)
+    # One U-Net (e.g. Net4 at rawRange 2: its flow U-Net serves position 4) runs sequentially, unfused.
+    assert stacked.train().fuses_backward(x.device) == (stacked.stack.groups > 1)
+    if stacked.stack.groups > 1:
+        assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flow)
+
+    reference, stacked = make_pair(*case, dtype=torch.float64, execution=("threads", 3))
+    np.testing.assert_allclose(train_steps(stacked, x, x_of, use_flow), adam_steps(reference, x, x_of), rtol=1e-12)
+    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
+
+    reference, stacked = make_pair(*case, execution=("threads", 3))
+    x, x_of = inputs(case[1])
+    np.testing.assert_allclose(train_steps(stacked, x, x_of, use_flow), adam_steps(reference, x, x_of), rtol=REL)
+
+
+def assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flow):
+    want_loss = training_loss(reference.train(), x, x_of)
+    want_loss.backward()
+    step = TrainStep(stacked.train(), learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=use_flow,
+                     batch_size=len(x), device=x.device)
+    got_loss = stacked.forward_backward(x, x_of, step._loss_term)
+    assert not got_loss.requires_grad
+    np.testing.assert_allclose(got_loss.item(), want_loss.item(), rtol=1e-12)
+    want = {k: p.grad for k, p in reference.named_parameters()}
+    got = stacked.map_to_reference({k: p.grad for k, p in stacked.named_parameters()})
+    for key, w in want.items():
+        assert (got[key] is None) == (w is None), key
+        if w is not None and not feeds_batchnorm(key):
+            assert_close(got[key], w, key, rel=F64_REL)
+    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)  # BatchNorm statistics
+
+
+def test_forward_backward_refuses_other_executions():
+    _, stacked = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("sequential", None))
+    x, x_of = inputs(5)
+    with pytest.raises(RuntimeError, match="threads execution"):
+        stacked.train().forward_backward(x, x_of, lambda kind, output, target, count: output.sum())
 
 
 @pytest.mark.parametrize("cls, tot_of_num", [(SelfCompleteNetFull, 5), (SelfCompleteNet4, 1)])

@@ -163,10 +163,22 @@ class TrainStep:
             loss = loss + self.lambda_of * _share_of_batch_loss(of_out, of_target)
         return loss * (self.world_size / batch_cubes)
 
+    def _loss_term(self, kind: str, output: Tensor, target: Tensor, count: int) -> Tensor:
+        """One U-Net's term of `loss` (single process): its squared errors' share of its kind's mean."""
+        weight = self.lambda_raw if kind == "raw" else self.lambda_of
+        return weight * (nn.functional.mse_loss(output, target, reduction="sum") / count)
+
     def _eager(self, raw: Tensor, flow: Tensor, batch_cubes: int) -> Tensor:
-        loss = self.loss(raw, flow, batch_cubes)
         self.optimizer.zero_grad()
-        loss.backward()
+        fuses = getattr(self.model, "fuses_backward", None)
+        if (self.world_size == 1 and fuses is not None and fuses(self.device)
+                and (self.use_flow or not self.model.useFlow)):
+            # The stacked network on CPU threads: each U-Net's backward follows its forward on its worker.
+            with forward_context(self.precision, self.device):  # the workers' forwards (their losses run outside)
+                loss = self.model.forward_backward(raw, flow, self._loss_term)
+        else:
+            loss = self.loss(raw, flow, batch_cubes)
+            loss.backward()
         self.optimizer.step()
         return loss.detach()
 
