@@ -125,6 +125,7 @@ CLOZE_VARIANTS = {
     "grouped_cl": ("grouped", True, False, "fp32"),
     "sequential_cl": ("sequential", True, False, "fp32"),  # stacked weights, U-Nets one after another
     "threads_cl": ("threads", True, False, "fp32"),  # as sequential, U-Nets side by side on CPU worker threads
+    "threads_unfused": ("threads", True, False, "fp32"),  # the same, all forwards before all backwards
     "graph_reference": (None, False, True, "fp32"),  # the separate U-Nets, step captured
     "graph_grouped": ("grouped", False, True, "fp32"),
     "graph_grouped_cl": ("grouped", True, True, "fp32"),
@@ -160,6 +161,7 @@ def make_cloze(variant: str, net: str, nf: int, padding: bool, device: torch.dev
         model = StackedClozeNet(reference, channels_last=channels_last, execution=execution).to(device)
         if variant.startswith("compiled"):
             model.stack.compile()  # in place: the state-dict keys stay
+        model.fuse_backward = not variant.endswith("_unfused")
         return model
     model = reference.to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model

@@ -385,6 +385,7 @@ class StackedClozeNet(nn.Module):
             raise ValueError(f"execution must be one of {self.EXECUTIONS}, not {execution!r}")
         self.execution = execution
         self.workers = workers
+        self.fuse_backward = True  # False: threads training runs all forwards, then all backwards (measured in speed.py)
         self._streams: list | None = None  # "streams": one CUDA stream per U-Net, made on first use
         self.rawRange = reference.rawRange
         self.tot_raw_num, self.tot_of_num = reference.tot_raw_num, reference.tot_of_num
@@ -530,7 +531,7 @@ class StackedClozeNet(nn.Module):
 
     def fuses_backward(self, device: torch.device) -> bool:
         """Whether `forward_backward` runs on `device`: training with the threads execution."""
-        return self.training and self.resolved_execution(device) == "threads"
+        return self.fuse_backward and self.training and self.resolved_execution(device) == "threads"
 
     def forward_backward(self, x: Tensor, x_of: Tensor,
                          loss_term: Callable[[str, Tensor, Tensor, int], Tensor]) -> Tensor:
@@ -546,7 +547,7 @@ class StackedClozeNet(nn.Module):
         summation order differs.
         """
         if not self.fuses_backward(x.device):
-            raise RuntimeError("forward_backward runs the threads execution in training mode only")
+            raise RuntimeError("forward_backward runs the threads execution in training mode only (and fuse_backward)")
         stack = self.stack
         stack.count_batch()
         inputs, targets = self._unet_inputs(x), self._unet_targets(x, x_of)

@@ -227,10 +227,13 @@ def assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flo
 
 
 def test_forward_backward_refuses_other_executions():
-    _, stacked = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("sequential", None))
+    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("sequential", None))
+    _, unfused = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
+    unfused.fuse_backward = False  # benchmarks/speed.py's threads_unfused
     x, x_of = inputs(5)
-    with pytest.raises(RuntimeError, match="threads execution"):
-        stacked.train().forward_backward(x, x_of, lambda kind, output, target, count: output.sum())
+    for stacked in (sequential, unfused):
+        with pytest.raises(RuntimeError, match="threads execution"):
+            stacked.train().forward_backward(x, x_of, lambda kind, output, target, count: output.sum())
 
 
 @pytest.mark.parametrize("cls, tot_of_num", [(SelfCompleteNetFull, 5), (SelfCompleteNet4, 1)])
