@@ -345,14 +345,22 @@ class _UNetsOnThreads(torch.autograd.Function):
 
         per_slot = workers.map(backward_one, range(len(outputs)))
         input_grads = [grads.get("input") for grads in per_slot]
-        param_grads = []
-        for name, param in stack.named_parameters():
-            parts = [(grads.get(name), views[slot][name]) for slot, grads in enumerate(per_slot) if name in views[slot]]
-            if not param.requires_grad or all(g is None for g, _ in parts):
-                param_grads.append(None)
-            else:
-                param_grads.append(torch.cat([g if g is not None else torch.zeros_like(v) for g, v in parts]))
-        return (None, None, None, None, *input_grads, *param_grads)
+        return (None, None, None, None, *input_grads, *_stacked_grads(stack, views, per_slot))
+
+
+def _stacked_grads(stack: "_UNetStack", views: list[dict[str, Tensor]],
+                  per_slot: list[dict[str, Tensor | None]]) -> list[Tensor | None]:
+    """The per-U-Net gradients (by slot, under the stack's parameter names) in the stacked parameters'
+    layout, one per parameter of `stack` in order; None where no U-Net has one (a U-Net without one
+    gets zeros)."""
+    grads = []
+    for name, param in stack.named_parameters():
+        parts = [(found.get(name), views[slot][name]) for slot, found in enumerate(per_slot) if name in views[slot]]
+        if not param.requires_grad or all(g is None for g, _ in parts):
+            grads.append(None)
+        else:
+            grads.append(torch.cat([g if g is not None else torch.zeros_like(v) for g, v in parts]))
+    return grads
 
 
 class StackedClozeNet(nn.Module):
@@ -564,15 +572,11 @@ class StackedClozeNet(nn.Module):
             grads = torch.autograd.grad(term, list(wanted.values()), allow_unused=True)
             return term.detach(), dict(zip(wanted, grads))
 
-        per_slot = self._worker_pool().map(train_one, range(stack.groups))
-        for name, param in stack.named_parameters():
-            parts = [(grads.get(name), views[slot][name]) for slot, (_, grads) in enumerate(per_slot)
-                     if name in views[slot]]
-            if not param.requires_grad or all(g is None for g, _ in parts):
-                continue
-            grad = torch.cat([g if g is not None else torch.zeros_like(v) for g, v in parts])
-            param.grad = grad if param.grad is None else param.grad.add_(grad)
-        return torch.stack([term for term, _ in per_slot]).sum()
+        terms, per_slot = zip(*self._worker_pool().map(train_one, range(stack.groups)))
+        for param, grad in zip(stack.parameters(), _stacked_grads(stack, views, list(per_slot))):
+            if grad is not None:
+                param.grad = grad if param.grad is None else param.grad.add_(grad)
+        return torch.stack(terms).sum()
 
     def forward(self, x: Tensor, x_of: Tensor) -> tuple[Tensor | list, Tensor, Tensor | list, Tensor]:
         """The reference's contract: (of_outputs, raw_outputs, of_targets, raw_targets)."""
