@@ -7,6 +7,7 @@ import pytest
 from utils.foreground import compute_split_boxes
 from utils.cubes import CubeStore, block_indices, build_cubes, crop_cubes
 from utils.datasets import open_split
+from utils.flow.store import flow_file_path, read_flow
 
 GOLDEN = np.load(Path(__file__).parent / "data" / "cubes.npz")
 
@@ -48,10 +49,14 @@ def test_store_holds_the_cubes_of_moving_boxes(small_synthetic, tmp_path):
     assert store.flow.shape[1:] == (5, 2, 32, 32) and store.flow.dtype == np.float32
     assert 0 < len(store) < sum(len(b) for b in boxes)
     assert not np.any(np.all(store.boxes == [500, 500, 510, 510], axis=1))
-    # A stored cube equals cropping the frames of its predict context by hand.
-    n = len(store) // 2
-    i = store.frame_index[n]
-    frames = np.stack([split.read_frame(j) for j in split.context(i, 4, "predict")]).transpose(0, 3, 1, 2)
-    np.testing.assert_array_equal(store.raw[n], crop_cubes(frames, store.boxes[n:n + 1])[0])
+    # Every stored cube equals cropping the frames and flows of its predict context by hand (the
+    # store reads each frame's context on a background thread, one frame ahead).
+    for i in np.unique(store.frame_index):
+        rows = np.flatnonzero(store.frame_index == i)
+        context = split.context(i, 4, "predict")
+        frames = np.stack([split.read_frame(j) for j in context]).transpose(0, 3, 1, 2)
+        flows = np.stack([read_flow(flow_file_path(cfg.flow_dir, split, j)) for j in context]).transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(store.raw[rows], crop_cubes(frames, store.boxes[rows]))
+        np.testing.assert_array_equal(store.flow[rows], crop_cubes(flows, store.boxes[rows]))
     reopened = CubeStore.open(tmp_path / "cubes")
     assert len(reopened) == len(store) and np.array_equal(reopened.frame_index, store.frame_index)

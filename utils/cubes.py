@@ -29,6 +29,7 @@ from tqdm import tqdm
 from utils.datasets.split import VideoSplit
 from utils.flow.store import flow_file_path, read_flow
 from utils.io import atomic_dir, preallocated_npy, require_free_space
+from utils.prefetch import read_ahead
 
 
 def ceil_box(box) -> tuple[int, int, int, int]:
@@ -213,17 +214,26 @@ def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *
 
     read_frame = _FrameCache(split.read_frame)
     read_flow_of = _FrameCache(lambda i: read_flow(flow_file_path(flow_root, split, i)))
+
+    def read_context(i: int, _previous) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+        """Frame i's context frames and flows (None without boxes). Called for one frame at a time, in
+        order, on read_ahead's thread: the caches need no lock."""
+        if len(all_boxes[i]) == 0:
+            return None
+        return ([read_frame(j) for j in split.context(i, context_frame_num, border_mode)],
+                [read_flow_of(j) for j in split.context(i, context_of_num, border_mode)])
+
     count = 0
-    frames = range(len(split)) if frames is None else frames
-    for i in tqdm(frames, desc=f"cubes ({split.split})", unit="frame", disable=not progress):
-        i = int(i)
-        boxes = np.asarray(all_boxes[i]).reshape(-1, 4) if len(all_boxes[i]) else np.zeros((0, 4))
-        if len(boxes) == 0:
+    frames = [int(i) for i in (range(len(split)) if frames is None else frames)]
+    # The next frame's context is decoded (cv2.imread, np.load) while this frame's boxes are cropped.
+    contexts = read_ahead(frames, read_context)
+    for i, context in tqdm(contexts, total=len(frames), desc=f"cubes ({split.split})", unit="frame",
+                           disable=not progress):
+        if context is None:
             continue
-        raw_cubes = crop_frames([read_frame(j) for j in split.context(i, context_frame_num, border_mode)], boxes,
-                                patch_size)
-        flow_cubes = crop_frames([read_flow_of(j) for j in split.context(i, context_of_num, border_mode)], boxes,
-                                 patch_size)
+        boxes = np.asarray(all_boxes[i]).reshape(-1, 4)
+        raw_cubes = crop_frames(context[0], boxes, patch_size)
+        flow_cubes = crop_frames(context[1], boxes, patch_size)
         motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
         for n in np.flatnonzero(motion > motion_thr):
             for block in block_indices(boxes[n], h_step, w_step, block_mode, h_block, w_block):

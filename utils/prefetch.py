@@ -1,9 +1,9 @@
 """Reading ahead on a background thread while the network works: frames of the next batch (`read_ahead`,
-flow and box stages) and cube batches (`prefetch`, training and scoring on a GPU).
+flow, box and cube stages) and cube batches (`prefetch`, training and scoring on a GPU).
 
-The flow and box stages spend part of their time in cv2.imread (which releases the GIL); with
-`read_ahead` that decoding overlaps the network's work (on the GPU, or torch's CPU threads), one
-batch ahead, so at most two batches of frames are in memory. The batches come in order and hold
+The flow, box and cube stages spend part of their time in cv2.imread and np.load (which release
+the GIL); with `read_ahead` that decoding overlaps the network's work (on the GPU, or torch's CPU
+threads) or the cropping, one batch ahead, so at most two batches of frames are in memory. The batches come in order and hold
 what a plain loop would read; an exception raised while reading a batch is raised, unchanged,
 where the caller asks for that batch, as the plain loop raised it.
 """
