@@ -389,6 +389,32 @@ def test_eval_on_a_cpu_runs_convolution_batchnorm_and_relu_fused():
     assert not _fused_inference(x, training=False)  # grad enabled: autograd needs the separate operations
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_gradients_are_the_transposed_convolutions(channels_last):
+    """On a CPU the decoder's transposed convolution takes its weight gradient from the adjoint
+    strided convolution (models.stacked_cloze.upsample): output and every gradient equal autograd's
+    through F.conv_transpose2d (float64)."""
+    from torch.nn import functional as F
+
+    from models.stacked_cloze import upsample
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 8, 5, 5, dtype=torch.float64, generator=generator)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    weight = torch.randn(8, 4, 3, 3, dtype=torch.float64, generator=generator)
+    bias = torch.randn(4, dtype=torch.float64, generator=generator)
+    grad = torch.randn(3, 4, 10, 10, dtype=torch.float64, generator=generator)
+    results = []
+    for fn in (upsample, lambda *a: F.conv_transpose2d(*a, stride=2, padding=1, output_padding=1)):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = fn(*leaves)
+        results.append([out, *torch.autograd.grad(out, leaves, grad)])
+    assert results[0][0].grad_fn.name().startswith("_UpsampleCPU")  # the custom backward ran, not autograd's
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_an_error_on_a_worker_reaches_the_caller():
     _, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
     with pytest.raises(RuntimeError):
