@@ -27,7 +27,8 @@ the pipeline runs it (FlowNet2Flow.compute / CascadeRCNNDetector: uint8 frames i
 numpy out) in each precision of --precisions (flow_precision / detector_precision), where the
 fp32 variant is named "reference" and is each row's ratio base. Weights are det_fill stand-ins
 (tests/detfill.py; no checkpoint is needed), so the rows measure speed only; the accuracy of
-fp16 / bf16 is benchmarks/precision.py's. These rows import no tqdm or pytest.
+fp16 / bf16 is benchmarks/precision.py's. No row needs tqdm or pytest (a silent stand-in
+replaces tqdm where it is missing).
 
 Later rows (end to end) plug in as functions `row_<name>(args) -> list[Result]` registered in ROWS.
 """
@@ -54,7 +55,7 @@ from models.stacked_cloze import StackedClozeNet  # noqa: E402
 from tests.detfill import det_fill  # noqa: E402
 from utils.cloze_steps import ErrorStep, TrainStep  # noqa: E402
 from utils.errors import VECError  # noqa: E402
-from utils.precision import autocast, check_precision  # noqa: E402
+from utils.precision import check_precision  # noqa: E402
 
 
 @dataclass
@@ -320,15 +321,12 @@ def row_flownet2(args: argparse.Namespace, device: torch.device) -> list[Result]
     first = rng.integers(0, 256, (args.flow_batch, 384, 512, 3), dtype=np.uint8)
     second = np.roll(first, 3, axis=2)
 
+    _ensure_tqdm()  # utils/flow imports it
+    from utils.flow.flownet2 import FlowNet2Flow
+
     def step(precision: str) -> Callable[[], np.ndarray]:
-        @torch.inference_mode()
-        def run() -> np.ndarray:  # utils/flow/flownet2.py FlowNet2Flow.compute
-            pair = np.stack([first, second], axis=1)
-            inputs = torch.from_numpy(pair.astype(np.float32)).permute(0, 4, 1, 2, 3).to(device)
-            with autocast(precision, device):
-                flow = model(inputs)
-            return flow.permute(0, 2, 3, 1).float().cpu().numpy()
-        return run
+        backend = FlowNet2Flow(model, str(device), precision)
+        return lambda: backend.compute(first, second)
 
     return time_precisions("flownet2", "pairs/s", step, args.flow_batch, args, device)
 
@@ -344,18 +342,12 @@ def row_cascade_rcnn(args: argparse.Namespace, device: torch.device) -> list[Res
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.det_batch)]
 
+    _ensure_tqdm()  # utils/foreground imports it
+    from utils.foreground.detectors import CascadeRCNNDetector
+
     def step(precision: str) -> Callable[[], list]:
-        @torch.inference_mode()
-        def run() -> list:  # utils/foreground/detectors.py CascadeRCNNDetector.__call__, one batch
-            inputs, shapes, factors = model.preprocess_batch(frames, TEST_SCALE)
-            results = []
-            with autocast(precision, device):
-                feats = model.extract_feat(inputs)
-                for i, (shape, factor) in enumerate(zip(shapes, factors)):
-                    boxes, scores, _ = model.detect(inputs, shape, factor, 0.05, feats=feats, batch_index=i)
-                    results.append(torch.cat([boxes, scores[:, None]], 1).float().cpu().numpy())
-            return results
-        return run
+        detector = CascadeRCNNDetector(model, str(device), batch_size=args.det_batch, precision=precision)
+        return lambda: detector(frames)
 
     return time_precisions("cascade_rcnn", "frames/s", step, args.det_batch, args, device)
 
@@ -598,13 +590,11 @@ def _e2e_backend(flow: str, detector: str, device: torch.device):
     if flow == "dis":
         backend = OpenCVFlow("dis")
     else:
-        from FlowNet2_src import FlowNet2
         from utils.flow.flownet2 import FlowNet2Flow
 
         backend = FlowNet2Flow(FlowNet2(), device=str(device))
     if detector == "none":
         return backend, None
-    from models.cascade_rcnn import CascadeRCNN
     from utils.foreground.detectors import CascadeRCNNDetector
 
     return backend, CascadeRCNNDetector(CascadeRCNN(), device=str(device), batch_size=4)

@@ -62,18 +62,20 @@ class CascadeRCNN(nn.Module):
                          ) -> tuple[Tensor, list[tuple[int, int]], list[tuple[float, float]]]:
         """BGR uint8 frames → (inputs (B, 3, H', W') zero-padded to a common multiple of 32,
         img_shape (h, w) after resize, scale_factor (w, h)) per frame."""
-        tensors, shapes, factors = [], [], []
+        resized, shapes, factors = [], [], []
         for image in images_bgr:
             height, width = image.shape[:2]
             new_h, new_w = rescaled_size(height, width, scale)
-            resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-            rgb = torch.from_numpy(np.ascontiguousarray(resized[..., ::-1].transpose(2, 0, 1))).to(self.device)
-            tensors.append((rgb.float() - self.pixel_mean) / self.pixel_std)
+            resized.append(cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR))
             shapes.append((new_h, new_w))
             factors.append((new_w / width, new_h / height))
-        pad_h = max(math.ceil(t.shape[1] / 32) * 32 for t in tensors)
-        pad_w = max(math.ceil(t.shape[2] / 32) * 32 for t in tensors)
-        batch = torch.stack([nn.functional.pad(t, (0, pad_w - t.shape[2], 0, pad_h - t.shape[1])) for t in tensors])
+        pad_h = max(math.ceil(h / 32) * 32 for h, _ in shapes)
+        pad_w = max(math.ceil(w / 32) * 32 for _, w in shapes)
+        batch = torch.zeros(len(resized), 3, pad_h, pad_w, device=self.device)
+        for slot, (image, (new_h, new_w)) in enumerate(zip(resized, shapes)):
+            # Sent as the uint8 BGR frame; reordered to RGB planes and normalised on the device.
+            rgb = torch.from_numpy(image).to(self.device).permute(2, 0, 1).flip(0)
+            batch[slot, :, :new_h, :new_w] = (rgb.float() - self.pixel_mean) / self.pixel_std
         return batch, shapes, factors
 
     def preprocess(self, img_bgr: np.ndarray, scale: tuple[int, int] = TEST_SCALE
