@@ -25,8 +25,8 @@ def test_bf16_auroc_on_the_synthetic_data_is_within_0_005_of_fp32(tmp_path):
     with three seeds each: the means are compared.
 
     One run per precision would compare noise: fp32 itself moves by 0.003 when only the summation order
-    changes (one execution of the stacked network or another) and by up to 0.01 between seeds (measured:
-    0.9686 / 0.9720 / 0.9622 for seeds 0 / 1 / 2, bf16 0.9756 / 0.9731 / 0.9575, mean difference 0.0011).
+    changes (one execution of the stacked network or another) and by up to 0.02 between seeds (measured:
+    0.9715 / 0.9738 / 0.9554 for seeds 0 / 1 / 2, bf16 0.9756 / 0.9731 / 0.9575, mean difference 0.0018).
     """
     config = write_config(tmp_path)
     cfg = load_config(config)
