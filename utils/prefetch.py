@@ -3,9 +3,9 @@ flow, box and cube stages) and cube batches (`prefetch`, training and scoring on
 
 The flow, box and cube stages spend part of their time in cv2.imread and np.load (which release
 the GIL); with `read_ahead` that decoding overlaps the network's work (on the GPU, or torch's CPU
-threads) or the cropping, one batch ahead, so at most two batches of frames are in memory. The batches come in order and hold
-what a plain loop would read; an exception raised while reading a batch is raised, unchanged,
-where the caller asks for that batch, as the plain loop raised it.
+threads) or the cropping, one batch ahead, so at most two batches of frames are in memory. The
+batches come in order and hold what a plain loop would read; an exception raised while reading a
+batch is raised, unchanged, where the caller asks for that batch, as the plain loop raised it.
 """
 from __future__ import annotations
 
