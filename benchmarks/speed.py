@@ -25,7 +25,9 @@ Rows "flownet2" (pairs/s at 512x384, --flow-batch pairs per step) and "cascade_r
 (frames/s at the paper's 1333x800 test scale, --det-batch frames per step): the network as
 the pipeline runs it (FlowNet2Flow.compute / CascadeRCNNDetector: uint8 frames in, float32
 numpy out) in each precision of --precisions (flow_precision / detector_precision), where the
-fp32 variant is named "reference" and is each row's ratio base. Weights are det_fill stand-ins
+fp32 variant is named "reference" and is each row's ratio base; "cascade_rcnn" also times
+"heads_per_frame", fp32 with the RPN head and cascade stages called frame by frame instead of
+once per batch. Weights are det_fill stand-ins
 (tests/detfill.py; no checkpoint is needed), so the rows measure speed only; the accuracy of
 fp16 / bf16 is benchmarks/precision.py's. No row needs tqdm or pytest (a silent stand-in
 replaces tqdm where it is missing).
@@ -301,9 +303,12 @@ STAND_IN = "det_fill stand-in weights (no checkpoint here or on the GPU machine)
 
 
 def time_precisions(row: str, metric: str, make_step: Callable[[str], Callable[[], object]], items_per_step: int,
-                    args: argparse.Namespace, device: torch.device) -> list[Result]:
-    """`make_step(precision)` for each precision variant, timed interleaved; GPU memory released after."""
+                    args: argparse.Namespace, device: torch.device,
+                    extra: dict[str, Callable[[], object]] | None = None) -> list[Result]:
+    """`make_step(precision)` for each precision variant, and the `extra` steps, timed interleaved;
+    GPU memory released after."""
     steps = {name: make_step(precision) for name, precision in precision_variants(args, device).items()}
+    steps.update(extra or {})
     results = interleaved(row, metric, steps, items_per_step, device, args.warmup, args.repeats)
     del steps
     if device.type == "cuda":
@@ -349,7 +354,17 @@ def row_cascade_rcnn(args: argparse.Namespace, device: torch.device) -> list[Res
         detector = CascadeRCNNDetector(model, str(device), batch_size=args.det_batch, precision=precision)
         return lambda: detector(frames)
 
-    return time_precisions("cascade_rcnn", "frames/s", step, args.det_batch, args, device)
+    @torch.inference_mode()
+    def heads_per_frame() -> list:
+        """fp32, the RPN head and the cascade stages called frame by frame (the detector before
+        detect_batch): what batching the heads over the frames gains."""
+        inputs, shapes, factors = model.preprocess_batch(frames)
+        feats = model.extract_feat(inputs)
+        return [model.detect(inputs, shape, factor, 0.05, feats=feats, batch_index=i)
+                for i, (shape, factor) in enumerate(zip(shapes, factors))]
+
+    return time_precisions("cascade_rcnn", "frames/s", step, args.det_batch, args, device,
+                           extra={"heads_per_frame": heads_per_frame})
 
 
 ROWS: dict[str, Callable[[argparse.Namespace, torch.device], list[Result]]] = {

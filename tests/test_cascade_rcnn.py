@@ -148,6 +148,18 @@ def test_stage_deltas_give_next_stage_rois(stage):
     np.testing.assert_allclose(boxes.numpy(), GOLDEN[f"stage{stage + 1}_rois"][:, 1:], atol=1e-3, rtol=0)
 
 
+def test_decode_deltas_clips_each_roi_to_its_own_image():
+    rois = torch.from_numpy(GOLDEN["stage0_rois"])[:, 1:]
+    deltas = torch.from_numpy(GOLDEN["stage0_bbox_pred"])
+    small = (IMG_SHAPE[0] // 2, IMG_SHAPE[1] // 2)
+    half = len(rois) // 2
+    per_roi = torch.tensor([IMG_SHAPE] * half + [small] * (len(rois) - half))
+    boxes = decode_deltas(rois, deltas, STAGE_STDS[0], per_roi)
+    assert torch.equal(boxes[:half], decode_deltas(rois[:half], deltas[:half], STAGE_STDS[0], IMG_SHAPE))
+    assert torch.equal(boxes[half:], decode_deltas(rois[half:], deltas[half:], STAGE_STDS[0], small))
+    assert (boxes[half:, 2] <= small[1]).all() and (boxes[half:, 2] == small[1]).any()
+
+
 @pytest.mark.parity
 def test_cascade_from_golden_proposals(model, golden_feats):
     """The three stages in a row (refine), from the golden proposals: no discrete choice on the way."""
@@ -233,6 +245,27 @@ def test_batched_detector_equals_one_at_a_time(model):
                       what="batched vs one at a time", **DETECTION_TOL)
     assert_same_boxes(both[0][:, :4], GOLDEN["det_bboxes"], both[0][:, 4], GOLDEN["det_scores"],
                       what="batched detector", **DETECTION_TOL)
+
+
+@pytest.mark.parity
+def test_batch_detection_equals_detection_image_by_image(model, golden_feats):
+    """detect_batch (RPN head once for the batch, cascade stages over all images' rois) gives each image's
+    `detect`: two images of different sizes (the second the first mirrored, shown at a smaller img_shape)."""
+    two = [torch.cat([f, f.flip(-1)]) for f in golden_feats]
+    shapes = [IMG_SHAPE, (IMG_SHAPE[0] - 40, IMG_SHAPE[1] - 64)]
+    factors = [SCALE_FACTOR, (SCALE_FACTOR[0] * 0.8, SCALE_FACTOR[1] * 0.8)]
+    with torch.no_grad():
+        batched = model.detect_batch(None, shapes, factors, score_thr=0.05, feats=two)
+        for i, (shape, factor) in enumerate(zip(shapes, factors)):
+            single = model.detect(None, shape, factor, score_thr=0.05, feats=two, batch_index=i)
+            # The RPN head's convolutions on a batch of two may take other kernels than on one image.
+            assert len(single[0]) > 10
+            (boxes, scores, labels), (boxes1, scores1, labels1) = (
+                [t.numpy() for t in result] for result in (batched[i], single))
+            assert_same_boxes(boxes, boxes1, scores, scores1, labels, labels1, what=f"image {i} of a batch",
+                              **DETECTION_TOL)
+    assert (batched[1][0][:, 2] <= shapes[1][1] / factors[1][0] + 1e-3).all()
+    _assert_golden_detections(*(t.numpy() for t in batched[0]), what="first image of a batch")
 
 
 def test_mmdet_backend_explains_how_to_install():

@@ -12,10 +12,12 @@ WH_RATIO_CLIP = 16 / 1000
 NMS_SPLIT_THRESHOLD = 10000
 
 
-def decode_deltas(rois: Tensor, deltas: Tensor, stds: Sequence[float], max_shape: tuple[int, int]) -> Tensor:
+def decode_deltas(rois: Tensor, deltas: Tensor, stds: Sequence[float], max_shape: tuple[int, int] | Tensor) -> Tensor:
     """(dx, dy, dw, dh) deltas relative to rois → boxes clipped to max_shape (h, w); means are 0.
 
-    Computed in the rois' dtype (float32): deltas a network made under autocast (half) are cast first."""
+    `max_shape` is one (h, w) for all rois, or a tensor (N, 2) of each roi's (h, w) when the rois come
+    from images of different sizes. Computed in the rois' dtype (float32): deltas a network made under
+    autocast (half) are cast first."""
     deltas = deltas.to(rois.dtype)
     deltas = deltas * deltas.new_tensor(stds)
     centres = (rois[:, :2] + rois[:, 2:]) * 0.5
@@ -24,8 +26,13 @@ def decode_deltas(rois: Tensor, deltas: Tensor, stds: Sequence[float], max_shape
     new_centres = centres + sizes * deltas[:, :2]
     new_sizes = sizes * deltas[:, 2:].clamp(min=-limit, max=limit).exp()
     boxes = torch.cat([new_centres - new_sizes * 0.5, new_centres + new_sizes * 0.5], dim=-1)
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=max_shape[1])
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=max_shape[0])
+    if isinstance(max_shape, Tensor):
+        limits = max_shape.to(boxes.dtype)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0).minimum(limits[:, 1:2])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0).minimum(limits[:, 0:1])
+    else:
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=max_shape[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=max_shape[0])
     return boxes
 
 

@@ -64,6 +64,23 @@ class CascadeRoIHead(nn.Module):
                batch_index: int = 0) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Run the cascade on one image's proposals: the rois each stage saw and its logits and deltas."""
         rois = torch.cat([proposals.new_full((len(proposals), 1), batch_index), proposals], dim=1)
+        return self._cascade(features, rois, img_shape)
+
+    def refine_batch(self, features: Sequence[Tensor], proposals: Sequence[Tensor],
+                     img_shapes: Sequence[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """`refine` of every image of a batch at once (proposals and img_shape per image): the rois of all
+        images, image by image, go through each stage together, as in mmdet's CascadeRoIHead. Each roi
+        is pooled from its own image (column 0) and clipped to its own image's shape."""
+        rois = torch.cat([torch.cat([p.new_full((len(p), 1), i), p], dim=1) for i, p in enumerate(proposals)])
+        if len(set(img_shapes)) == 1:
+            max_shape = img_shapes[0] if False else img_shapes[0]
+        else:
+            counts = torch.tensor([len(p) for p in proposals], device=rois.device)
+            max_shape = torch.tensor(img_shapes, device=rois.device).repeat_interleave(counts, dim=0)
+        return self._cascade(features, rois, max_shape)
+
+    def _cascade(self, features: Sequence[Tensor], rois: Tensor, max_shape: tuple[int, int] | Tensor
+                 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         all_rois, all_scores, all_deltas = [], [], []
         for stage in range(len(self.bbox_head)):
             cls_score, deltas = self.stage(stage, features, rois)
@@ -71,7 +88,7 @@ class CascadeRoIHead(nn.Module):
             all_scores.append(cls_score)
             all_deltas.append(deltas)
             if stage < len(self.bbox_head) - 1:  # class-agnostic: the label is not needed
-                rois = torch.cat([rois[:, :1], decode_deltas(rois[:, 1:], deltas, STAGE_STDS[stage], img_shape)], 1)
+                rois = torch.cat([rois[:, :1], decode_deltas(rois[:, 1:], deltas, STAGE_STDS[stage], max_shape)], 1)
         return all_rois, all_scores, all_deltas
 
     @staticmethod
@@ -102,3 +119,25 @@ class CascadeRoIHead(nn.Module):
             return proposals.new_zeros(0, 4), empty, empty.long()
         rois, cls_scores, deltas = self.refine(features, proposals, img_shape, batch_index)
         return self.detections(rois[-1], cls_scores, deltas[-1], img_shape, scale_factor, score_thr)
+
+    def predict_batch(self, features: Sequence[Tensor], proposals: Sequence[Tensor],
+                      img_shapes: Sequence[tuple[int, int]], scale_factors: Sequence[tuple[float, float]],
+                      score_thr: float = 0.05) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """`predict` of every image of a batch: the cascade runs once over all images' rois (one RoIAlign
+        per level and one head call per stage for the batch); NMS and the top 100 stay per image."""
+        counts = [len(p) for p in proposals]
+        if sum(counts) == 0:
+            empty = proposals[0].new_zeros(0)
+            return [(proposals[0].new_zeros(0, 4), empty, empty.long()) for _ in proposals]
+        rois, cls_scores, deltas = self.refine_batch(features, proposals, img_shapes)
+        per_image = zip(rois[-1].split(counts), zip(*(s.split(counts) for s in cls_scores)),
+                        deltas[-1].split(counts), img_shapes, scale_factors)
+        results = []
+        for image_rois, image_scores, image_deltas, img_shape, scale_factor in per_image:
+            if len(image_rois) == 0:
+                empty = image_rois.new_zeros(0)
+                results.append((image_rois.new_zeros(0, 4), empty, empty.long()))
+            else:
+                results.append(self.detections(image_rois, image_scores, image_deltas, img_shape, scale_factor,
+                                               score_thr))
+        return results

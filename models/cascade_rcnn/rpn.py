@@ -48,31 +48,49 @@ class RegionProposalHead(nn.Module):
     def decode(self, cls_scores: Sequence[Tensor], deltas: Sequence[Tensor], img_shape: tuple[int, int],
                batch_index: int = 0) -> tuple[Tensor, Tensor]:
         """Head outputs of one image → proposals (N, 4) and their objectness, by decreasing objectness:
-        per level the top 1000 anchors, decoded, empty boxes dropped, NMS 0.7 per level, top 1000.
-        Scores and boxes in the anchors' float32, whatever dtype the head gave under autocast (in half,
-        sigmoid scores tie massively and the top-1000 cut would become arbitrary)."""
+        per level the top 1000 anchors, decoded, empty boxes dropped, NMS 0.7 per level, top 1000."""
+        image = slice(batch_index, batch_index + 1)
+        return self.decode_batch([c[image] for c in cls_scores], [d[image] for d in deltas], [img_shape])[0]
+
+    def decode_batch(self, cls_scores: Sequence[Tensor], deltas: Sequence[Tensor],
+                     img_shapes: Sequence[tuple[int, int]]) -> list[tuple[Tensor, Tensor]]:
+        """`decode` of every image of the head outputs (img_shape per image). The per-level top 1000
+        and the box decoding run on all images at once (row by row, the same arithmetic); dropping empty
+        boxes and NMS, per image. Scores and boxes in the anchors' float32, whatever dtype the head gave
+        under autocast (in half, sigmoid scores tie massively and the top-1000 cut would become arbitrary)."""
+        batch = cls_scores[0].shape[0]
+        img_shapes = [(int(height), int(width)) for height, width in img_shapes]
         anchors = grid_anchors([c.shape[2:] for c in cls_scores], cls_scores[0].device)
-        cls_scores = [c.to(anchors[0].dtype) for c in cls_scores]
-        deltas = [d.to(anchors[0].dtype) for d in deltas]
         level_scores, level_deltas, level_anchors, level_ids = [], [], [], []
         for level, (cls, delta, anchor) in enumerate(zip(cls_scores, deltas, anchors)):
-            scores = cls[batch_index].permute(1, 2, 0).reshape(-1).sigmoid()
-            delta = delta[batch_index].permute(1, 2, 0).reshape(-1, 4)
-            if PRE_NMS < len(scores):
-                scores, order = scores.sort(descending=True)
-                scores, order = scores[:PRE_NMS], order[:PRE_NMS]
-                delta, anchor = delta[order], anchor[order]
+            scores = cls.to(anchor.dtype).permute(0, 2, 3, 1).reshape(batch, -1).sigmoid()
+            delta = delta.to(anchor.dtype).permute(0, 2, 3, 1).reshape(batch, -1, 4)
+            anchor = anchor.expand(batch, -1, -1)
+            if PRE_NMS < scores.shape[1]:
+                scores, order = scores.sort(dim=1, descending=True)
+                scores, order = scores[:, :PRE_NMS], order[:, :PRE_NMS, None].expand(-1, -1, 4)
+                delta, anchor = delta.gather(1, order), anchor.gather(1, order)
             level_scores.append(scores)
             level_deltas.append(delta)
             level_anchors.append(anchor)
-            level_ids.append(torch.full_like(scores, level, dtype=torch.long))
-        scores, ids = torch.cat(level_scores), torch.cat(level_ids)
-        boxes = decode_deltas(torch.cat(level_anchors), torch.cat(level_deltas), (1.0, 1.0, 1.0, 1.0), img_shape)
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # min_bbox_size 0
-        if not valid.all():
-            boxes, scores, ids = boxes[valid], scores[valid], ids[valid]
-        keep = batched_nms(boxes, scores, ids, NMS_IOU)[:MAX_PROPOSALS]
-        return boxes[keep], scores[keep]
+            level_ids.append(torch.full(scores.shape[1:], level, dtype=torch.long, device=scores.device))
+        scores, ids = torch.cat(level_scores, 1), torch.cat(level_ids)
+        per_image = scores.shape[1]
+        if len(set(img_shapes)) == 1:
+            max_shape = img_shapes[0]
+        else:
+            max_shape = torch.tensor(img_shapes, device=scores.device).repeat_interleave(per_image, dim=0)
+        boxes = decode_deltas(torch.cat(level_anchors, 1).reshape(-1, 4), torch.cat(level_deltas, 1).reshape(-1, 4),
+                              (1.0, 1.0, 1.0, 1.0), max_shape).view(batch, per_image, 4)
+        results = []
+        for image_boxes, image_scores in zip(boxes, scores):
+            image_ids = ids
+            valid = (image_boxes[:, 2] > image_boxes[:, 0]) & (image_boxes[:, 3] > image_boxes[:, 1])  # min_bbox_size 0
+            if not valid.all():
+                image_boxes, image_scores, image_ids = image_boxes[valid], image_scores[valid], ids[valid]
+            keep = batched_nms(image_boxes, image_scores, image_ids, NMS_IOU)[:MAX_PROPOSALS]
+            results.append((image_boxes[keep], image_scores[keep]))
+        return results
 
     def proposals(self, features: Sequence[Tensor], img_shape: tuple[int, int], batch_index: int = 0
                   ) -> tuple[Tensor, Tensor]:

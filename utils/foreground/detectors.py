@@ -15,6 +15,7 @@ from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
 from utils.errors import VECError
 from utils.io import load_state_dict_file
 from utils.precision import autocast, check_precision
+from utils.prefetch import read_ahead
 
 Detector = Callable[[Sequence[np.ndarray]], list]
 
@@ -38,7 +39,8 @@ def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = 
 
 
 class CascadeRCNNDetector:
-    """Runs the backbone once per batch of frames, then each frame's proposals and cascade.
+    """Runs each layer once per batch of frames (backbone, RPN head, cascade stages over all frames'
+    proposals); proposal selection and NMS per frame, as in mmdet.
 
     `precision` (detector_precision): fp32 (the reference's numbers), or fp16 / bf16 under torch.autocast
     for the network's layers; proposal decoding, RoIAlign, box decoding, clipping, NMS, score thresholds
@@ -56,15 +58,17 @@ class CascadeRCNNDetector:
 
     @torch.inference_mode()
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        def prepare(start: int, _previous) -> tuple:
+            with torch.inference_mode():  # per thread: read_ahead runs this on its own
+                return self.model.preprocess_batch(frames[start:start + self.batch_size], self.scale)
+
         results = []
-        for start in range(0, len(frames), self.batch_size):
-            inputs, shapes, factors = self.model.preprocess_batch(frames[start:start + self.batch_size], self.scale)
+        # The next batch is resized (cv2 releases the GIL) and sent while the device works on this one.
+        for _, (inputs, shapes, factors) in read_ahead(range(0, len(frames), self.batch_size), prepare):
             with autocast(self.precision, self.device):
-                feats = self.model.extract_feat(inputs)
-                for i, (shape, factor) in enumerate(zip(shapes, factors)):
-                    boxes, scores, _ = self.model.detect(inputs, shape, factor, self.score_thr, feats=feats,
-                                                         batch_index=i)
-                    results.append(torch.cat([boxes, scores[:, None]], 1).float().cpu().numpy())
+                detections = self.model.detect_batch(inputs, shapes, factors, self.score_thr)
+            for boxes, scores, _ in detections:
+                results.append(torch.cat([boxes, scores[:, None]], 1).float().cpu().numpy())
         return results
 
 
