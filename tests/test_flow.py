@@ -43,6 +43,18 @@ def test_flow_files_mirror_frames_and_resume(small_synthetic, tmp_path):
     assert read_flow(path).dtype == np.float32
 
 
+def test_each_flow_file_holds_its_frame_pairs_flow(small_synthetic, tmp_path):
+    """Chunks of 5 pairs across video ends, frames shared between pairs and chunks decoded once and reused,
+    files written while the next chunk computes: every file is the backend's flow of its own pair."""
+    split = open_split(small_synthetic.dataset_dir, "UCSDped2", "test")
+    backend = OpenCVFlow("dis")
+    assert compute_split_flow(split, backend, tmp_path, batch_size=5, progress=False) == len(split)
+    for i in range(len(split)):
+        first, second = flow_pair(split, i)
+        expected = backend(split.read_frame(first)[None], split.read_frame(second)[None])[0]
+        assert np.array_equal(read_flow(flow_file_path(tmp_path, split, i)), expected), i
+
+
 def test_flow_pairs_follow_the_reference(small_synthetic):
     split = open_split(small_synthetic.dataset_dir, "UCSDped2", "train")  # 3 videos of 24 frames
     assert flow_pair(split, 5) == (5, 6)

@@ -6,6 +6,7 @@ where it stopped: frames with a valid file are skipped.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -60,7 +61,8 @@ def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path,
     """Compute and save the flow of every frame of `split` (or of `frames` only: one process's
     share) in chunks of `batch_size` pairs; frames with a valid file are skipped. Returns the
     number of flow files written. The next chunk's frames are decoded on a background thread
-    while the backend computes this chunk's flow (utils/prefetch.py)."""
+    (utils/prefetch.py), and the last chunk's files written on another, while the backend computes
+    this chunk's flow."""
     height, width = split.read_frame(0).shape[:2]
     frames = range(len(split)) if frames is None else frames
     todo = [i for i in frames if not is_valid_flow_file(flow_file_path(flow_root, split, i), height, width)]
@@ -68,16 +70,36 @@ def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path,
         require_free_space(make_dirs(flow_root), len(todo) * (height * width * 2 * 4 + 128), "the optical flow")
     bar = tqdm(total=len(todo), desc=f"flow ({split.split})", unit="frame", disable=not progress)
 
-    def read_pairs(chunk: list[int], _previous) -> tuple[np.ndarray, np.ndarray]:
+    def read_pairs(chunk: list[int], previous) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        # Consecutive pairs share a frame ((i, i+1), (i+1, i+2)): each frame is decoded once, and the
+        # previous chunk's frames are reused. read_frame checks every frame's size.
+        known = previous[2] if previous is not None else {}
         pairs = [flow_pair(split, i) for i in chunk]
-        first = np.stack([split.read_frame(a) for a, _ in pairs])
-        second = np.stack([split.read_frame(b) for _, b in pairs])  # read_frame checks every frame's size
-        return first, second
+        decoded: dict[int, np.ndarray] = {}
+        for j in sorted({j for pair in pairs for j in pair}):
+            decoded[j] = known[j] if j in known else split.read_frame(j)
+        first = np.stack([decoded[a] for a, _ in pairs])
+        second = np.stack([decoded[b] for _, b in pairs])
+        return first, second, decoded
 
     chunks = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-    for chunk, (first, second) in read_ahead(chunks, read_pairs):
-        for i, flow in zip(chunk, backend(first, second)):
-            save_npy(flow_file_path(flow_root, split, i), np.ascontiguousarray(flow, dtype=np.float32))
-        bar.update(len(chunk))
+    # The files of a chunk are written on a background thread while the backend computes the next one.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-writer") as writer:
+        pending = None  # the previous chunk's write and its frame count
+        for chunk, (first, second, _) in read_ahead(chunks, read_pairs):
+            flows = [np.ascontiguousarray(flow, dtype=np.float32) for flow in backend(first, second)]
+            if pending is not None:
+                pending[0].result()  # re-raises a failed write here, before more is queued
+                bar.update(pending[1])
+            paths = [flow_file_path(flow_root, split, i) for i in chunk]
+            pending = writer.submit(_save_flows, paths, flows), len(chunk)
+        if pending is not None:
+            pending[0].result()
+            bar.update(pending[1])
     bar.close()
     return len(todo)
+
+
+def _save_flows(paths: list[Path], flows: list[np.ndarray]) -> None:
+    for path, flow in zip(paths, flows):
+        save_npy(path, flow)
