@@ -1,4 +1,5 @@
 """Cascade R-CNN R101-FPN equals MMDetection 3.3 stage by stage (golden vectors, det_fill weights)."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -294,3 +295,25 @@ def test_config_detector_feeds_the_box_pipeline(tmp_path, small_synthetic):
     boxes = frame_boxes("obj_det_with_motion", frames, detections, params)
     appearance = remove_covered(filter_detections(detections, params.score_thr, params.min_area), params.cover_thr)
     np.testing.assert_array_equal(boxes[:len(appearance)], appearance)
+
+
+@pytest.mark.slow  # R101 passes
+def test_box_stage_prepares_the_next_batch_on_its_reading_thread(model, small_synthetic):
+    """compute_split_boxes runs CascadeRCNNDetector.prepare on its reading thread and detect_prepared on
+    the main one: the boxes are those of the detector called on each batch of frames."""
+    from utils.datasets import open_split
+    from utils.foreground import compute_split_boxes, frame_boxes
+
+    detector = CascadeRCNNDetector(model, batch_size=2, score_thr=0.05, scale=(384, 256))
+    split = open_split(small_synthetic.dataset_dir, "UCSDped2", "test")
+    # The stand-in weights score below the dataset's threshold: keep their detections (scores >= 0.05).
+    params, frames = dataclasses.replace(small_synthetic.dataset.boxes, score_thr=0.05), [8, 9, 10, 11, 12]
+    boxes = compute_split_boxes(split, "obj_det_with_motion", params, detector, batch_size=2, progress=False,
+                                frames=frames)
+    assert len(boxes) == len(frames) and min(len(b) for b in boxes) > 10
+    for start in range(0, len(frames), 2):
+        chunk = frames[start:start + 2]
+        for i, detections in zip(chunk, detector([split.read_frame(i) for i in chunk])):
+            context = np.stack([split.read_frame(j) for j in split.context(i, 1, "hard")])
+            np.testing.assert_array_equal(boxes[frames.index(i)], frame_boxes("obj_det_with_motion", context,
+                                                                              detections, params))

@@ -15,7 +15,6 @@ from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
 from utils.errors import VECError
 from utils.io import load_state_dict_file
 from utils.precision import autocast, check_precision
-from utils.prefetch import read_ahead
 
 Detector = Callable[[Sequence[np.ndarray]], list]
 
@@ -56,15 +55,21 @@ class CascadeRCNNDetector:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", **options) -> "CascadeRCNNDetector":
         return cls(load_cascade_rcnn(path, device), device, **options)
 
-    @torch.inference_mode()
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        def prepare(start: int, _previous) -> tuple:
-            with torch.inference_mode():  # per thread: read_ahead runs this on its own
-                return self.model.preprocess_batch(frames[start:start + self.batch_size], self.scale)
+        return self.detect_prepared(self.prepare(frames))
 
+    def prepare(self, frames: Sequence[np.ndarray]) -> list[tuple]:
+        """Frames → the network's input batches (resized, normalised, on the device), for `detect_prepared`.
+        The box stage calls this on its reading thread, so the next frames' resizing (on the CPU) and
+        upload overlap the network's work on this batch."""
+        with torch.inference_mode():  # per thread, and this may run on another thread than the network
+            return [self.model.preprocess_batch(frames[start:start + self.batch_size], self.scale)
+                    for start in range(0, len(frames), self.batch_size)]
+
+    @torch.inference_mode()
+    def detect_prepared(self, batches: list[tuple]) -> list[np.ndarray]:
         results = []
-        # The next batch is resized (cv2 releases the GIL) and sent while the device works on this one.
-        for _, (inputs, shapes, factors) in read_ahead(range(0, len(frames), self.batch_size), prepare):
+        for inputs, shapes, factors in batches:
             with autocast(self.precision, self.device):
                 detections = self.model.detect_batch(inputs, shapes, factors, self.score_thr)
             for boxes, scores, _ in detections:

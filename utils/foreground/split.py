@@ -20,23 +20,32 @@ def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detecto
                         batch_size: int = 4, progress: bool = True,
                         frames: Sequence[int] | None = None) -> list[np.ndarray]:
     """Boxes of every frame of `split`, or of `frames` only, in their order (each frame decoded
-    once; detector run in batches). The next batch's frames are decoded on a background thread
-    while the detector works on this batch (utils/prefetch.py)."""
+    once; detector run in batches). The next batch's frames are decoded (and, for a detector with
+    `prepare`, resized and sent to its device) on a background thread while the detector works on
+    this batch (utils/prefetch.py)."""
     boxes: list[np.ndarray] = []
     frames = range(len(split)) if frames is None else frames
     bar = tqdm(total=len(frames), desc=f"boxes ({split.split})", unit="frame", disable=not progress)
 
-    def read_context(chunk: list[int], previous: tuple | None) -> tuple[list, dict[int, np.ndarray]]:
-        """The chunk's contexts and their frames; frames the previous chunk read are reused, not decoded again."""
+    detect = detector is not None and mode in MODES_WITH_DETECTOR
+    # A detector that splits its preprocessing off (CascadeRCNNDetector) has it run on the reading thread.
+    prepare = getattr(detector, "prepare", None) if detect else None
+
+    def read_context(chunk: list[int], previous: tuple | None) -> tuple[list, dict[int, np.ndarray], object]:
+        """The chunk's contexts and their frames (frames the previous chunk read are reused, not decoded
+        again), and the detector's prepared input."""
         cache = previous[1] if previous is not None else {}
         contexts = [split.context(i, 1, "hard") for i in chunk]
         needed = sorted({j for c in contexts for j in c})
-        return contexts, {j: cache[j] if j in cache else split.read_frame(j) for j in needed}
+        decoded = {j: cache[j] if j in cache else split.read_frame(j) for j in needed}
+        return contexts, decoded, prepare([decoded[i] for i in chunk]) if prepare is not None else None
 
     chunks = [[int(i) for i in frames[start:start + batch_size]] for start in range(0, len(frames), batch_size)]
-    for chunk, (contexts, cache) in read_ahead(chunks, read_context):
+    for chunk, (contexts, cache, prepared) in read_ahead(chunks, read_context):
         detections = [None] * len(chunk)
-        if detector is not None and mode in MODES_WITH_DETECTOR:
+        if prepare is not None:
+            detections = detector.detect_prepared(prepared)
+        elif detect:
             detections = detector([cache[i] for i in chunk])
         for context, dets in zip(contexts, detections):
             boxes.append(frame_boxes(mode, np.stack([cache[j] for j in context]), dets, params))
