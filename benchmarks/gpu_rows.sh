@@ -1,5 +1,5 @@
 #!/bin/bash
-# Every GPU figure of the README's Speed section in one run (about 7 minutes on an H200):
+# Every GPU figure of the README's Speed section in one run (each row under a time limit: 9 minutes at most):
 #   bash benchmarks/gpu_rows.sh [LOG]        (LOG default: gpu_rows.txt, or $OUT/gpu_rows.txt when $OUT is set)
 # Needs torch + torchvision with CUDA and OpenCV; nothing else (speed.py brings a stand-in for tqdm).
 cd "$(dirname "$0")/.." || exit 1
