@@ -27,7 +27,7 @@ the pipeline runs it (FlowNet2Flow.compute / CascadeRCNNDetector: uint8 frames i
 numpy out) in each precision of --precisions (flow_precision / detector_precision), where the
 fp32 variant is named "reference" and is each row's ratio base; "cascade_rcnn" also times
 "heads_per_frame", fp32 with the RPN head and cascade stages called frame by frame instead of
-once per batch. Weights are det_fill stand-ins
+once per batch, and first prints how often the heads call their main operators either way. Weights are det_fill stand-ins
 (tests/detfill.py; no checkpoint is needed), so the rows measure speed only; the accuracy of
 fp16 / bf16 is benchmarks/precision.py's. No row needs tqdm or pytest (a silent stand-in
 replaces tqdm where it is missing).
@@ -363,8 +363,31 @@ def row_cascade_rcnn(args: argparse.Namespace, device: torch.device) -> list[Res
         return [model.detect(inputs, shape, factor, 0.05, feats=feats, batch_index=i)
                 for i, (shape, factor) in enumerate(zip(shapes, factors))]
 
+    with torch.inference_mode():
+        inputs, shapes, factors = model.preprocess_batch(frames)
+        feats = model.extract_feat(inputs)
+        per_frame = _op_calls(lambda: [model.detect(inputs, shape, factor, 0.05, feats=feats, batch_index=i)
+                                       for i, (shape, factor) in enumerate(zip(shapes, factors))])
+        batched = _op_calls(lambda: model.detect_batch(inputs, shapes, factors, 0.05, feats=feats))
+        del inputs, feats
+    print(f"  calls of the heads (RPN head to final NMS) per batch of {args.det_batch} frames, frame by frame -> "
+          "batched: " + ", ".join(f"{label} {per_frame[op]} -> {batched[op]}" for op, label in HEAD_OPS.items()))
     return time_precisions("cascade_rcnn", "frames/s", step, args.det_batch, args, device,
                            extra={"heads_per_frame": heads_per_frame})
+
+
+# operator → what the count means: kernel launches (convolution, linear, RoIAlign), host-device
+# synchronisations on a GPU (nonzero: boolean selection; nms: its kept-mask copy)
+HEAD_OPS = {"aten::convolution": "convolution", "aten::addmm": "linear", "torchvision::roi_align": "RoIAlign",
+            "aten::nonzero": "nonzero", "torchvision::nms": "NMS"}
+
+
+def _op_calls(fn: Callable[[], object]) -> dict[str, int]:
+    """How often each operator of HEAD_OPS runs in fn() (torch.profiler, CPU side)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        fn()
+    names = [event.name for event in profile.events()]
+    return {op: names.count(op) for op in HEAD_OPS}
 
 
 ROWS: dict[str, Callable[[argparse.Namespace, torch.device], list[Result]]] = {
