@@ -27,10 +27,10 @@ the pipeline runs it (FlowNet2Flow.compute / CascadeRCNNDetector: uint8 frames i
 numpy out) in each precision of --precisions (flow_precision / detector_precision), where the
 fp32 variant is named "reference" and is each row's ratio base; "cascade_rcnn" also times
 "heads_per_frame", fp32 with the RPN head and cascade stages called frame by frame instead of
-once per batch, and first prints how often the heads call their main operators either way. Weights are det_fill stand-ins
-(tests/detfill.py; no checkpoint is needed), so the rows measure speed only; the accuracy of
-fp16 / bf16 is benchmarks/precision.py's. No row needs tqdm or pytest (a silent stand-in
-replaces tqdm where it is missing).
+once per batch, and first prints how often the heads call their main operators either way.
+Weights are det_fill stand-ins (tests/detfill.py; no checkpoint is needed), so the rows measure
+speed only; the accuracy of fp16 / bf16 is benchmarks/precision.py's. No row needs tqdm or
+pytest (a silent stand-in replaces tqdm where it is missing).
 
 Later rows (end to end) plug in as functions `row_<name>(args) -> list[Result]` registered in ROWS.
 """

@@ -131,8 +131,8 @@ class CascadeRCNN(nn.Module):
                      feats: Sequence[Tensor] | None = None) -> list[tuple[Tensor, Tensor, Tensor]]:
         """`detect` of every image of a batch, with each network layer called once for the batch: the
         RPN head on all images, the cascade stages on all images' rois. Proposal selection, NMS and
-        the top 100 are per image, as in mmdet. On a GPU this divides the kernel launches and the
-        host-device synchronisations (RoIAlign's level split, NMS) of the heads by about the batch size."""
+        the top 100 are per image, as in mmdet. On a GPU this divides the heads' kernel launches, and
+        the host-device synchronisations of RoIAlign's split of the rois by level, by the batch size."""
         img_shapes = [_int_pair(shape) for shape in img_shapes]
         scale_factors = [(float(f[0]), float(f[1])) for f in scale_factors]
         feats = self.extract_feat(inputs) if feats is None else [self._tensor(f) for f in feats]

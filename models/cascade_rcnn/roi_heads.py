@@ -73,7 +73,7 @@ class CascadeRoIHead(nn.Module):
         is pooled from its own image (column 0) and clipped to its own image's shape."""
         rois = torch.cat([torch.cat([p.new_full((len(p), 1), i), p], dim=1) for i, p in enumerate(proposals)])
         if len(set(img_shapes)) == 1:
-            max_shape = img_shapes[0] if False else img_shapes[0]
+            max_shape = img_shapes[0]
         else:
             counts = torch.tensor([len(p) for p in proposals], device=rois.device)
             max_shape = torch.tensor(img_shapes, device=rois.device).repeat_interleave(counts, dim=0)

@@ -85,7 +85,8 @@ class RegionProposalHead(nn.Module):
         results = []
         for image_boxes, image_scores in zip(boxes, scores):
             image_ids = ids
-            valid = (image_boxes[:, 2] > image_boxes[:, 0]) & (image_boxes[:, 3] > image_boxes[:, 1])  # min_bbox_size 0
+            # empty boxes dropped (min_bbox_size 0)
+            valid = (image_boxes[:, 2] > image_boxes[:, 0]) & (image_boxes[:, 3] > image_boxes[:, 1])
             if not valid.all():
                 image_boxes, image_scores, image_ids = image_boxes[valid], image_scores[valid], ids[valid]
             keep = batched_nms(image_boxes, image_scores, image_ids, NMS_IOU)[:MAX_PROPOSALS]
