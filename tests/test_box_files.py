@@ -33,6 +33,16 @@ def test_round_trip_keeps_dtypes_and_empty_frames(tmp_path):
     assert loaded[1].dtype == np.float32 and np.array_equal(loaded[2], boxes[2])
 
 
+def test_saving_removes_a_killed_runs_half_written_box_file(tmp_path):
+    stale = [tmp_path / ".b.npy.k1ll3d_.tmp", tmp_path / ".b.json.k1ll3d_.tmp"]
+    kept = tmp_path / ".other.npy.k1ll3d_.tmp"
+    for path in (*stale, kept):
+        path.write_bytes(b"half written")
+    save_box_file(tmp_path / "b.npy", [np.zeros((0, 4), np.float32)], {"mode": "test"})
+    assert not any(path.exists() for path in stale) and kept.exists()
+    assert len(load_box_file(tmp_path / "b.npy", 1)) == 1
+
+
 def test_file_with_other_pickled_objects_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):

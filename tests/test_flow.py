@@ -43,6 +43,24 @@ def test_flow_files_mirror_frames_and_resume(small_synthetic, tmp_path):
     assert read_flow(path).dtype == np.float32
 
 
+def test_rerun_removes_the_half_written_files_of_a_killed_run(small_synthetic, tmp_path):
+    """SIGKILL during a write leaves atomic_file's temporary beside the flow file; the rerun that writes
+    that frame removes it, and leaves other files alone."""
+    split = open_split(small_synthetic.dataset_dir, "UCSDped2", "test")
+    assert compute_split_flow(split, OpenCVFlow("dis"), tmp_path, progress=False) == len(split)
+    path = flow_file_path(tmp_path, split, 9)
+    path.unlink()
+    stale = path.with_name(f".{path.name}.k1ll3d_.tmp")
+    stale.write_bytes(b"half a flow file")
+    neighbour = flow_file_path(tmp_path, split, 10).name  # a frame this run does not write
+    kept = [path.with_name("notes.tmp"), path.with_name(f".{neighbour}.other_.tmp")]
+    for other in kept:
+        other.write_bytes(b"someone else's")
+    assert compute_split_flow(split, OpenCVFlow("dis"), tmp_path, progress=False) == 1
+    assert not stale.exists() and all(other.exists() for other in kept)
+    assert read_flow(path).shape == (160, 240, 2)
+
+
 def test_each_flow_file_holds_its_frame_pairs_flow(small_synthetic, tmp_path):
     """Chunks of 5 pairs across video ends, frames shared between pairs and chunks decoded once and reused,
     files written while the next chunk computes: every file is the backend's flow of its own pair."""

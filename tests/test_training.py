@@ -93,6 +93,15 @@ def test_block_without_model_scores_high(small_synthetic, stores):
     assert np.all(score_cubes(test_store, empty, _small(small_synthetic), "cpu") == NO_MODEL_SCORE)
 
 
+def test_saving_a_model_removes_a_killed_saves_half_written_files(tmp_path):
+    stale = [tmp_path / f".synthetic_model_obj_det_with_motion_SelfComplete.{ext}.k1ll3d_.tmp" for ext in ("npy", "json")]
+    for path in stale:
+        path.write_bytes(b"half written")
+    trained = TrainedBlocks([[None]], [[np.zeros(0)]], [[np.zeros(0)]])
+    written = save_trained(trained, tmp_path, "synthetic", "obj_det_with_motion", "SelfComplete", scene_level=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
 def test_reference_style_files_load(tmp_path, small_synthetic):
     """DataParallel keys, numpy training scores and ShanghaiTech's scene level, as the reference saved them."""
     cloze = _small(small_synthetic)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -78,6 +78,26 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
         if isinstance(err, RuntimeError) and "enforce fail" in str(err):  # torch.save's way of saying ENOSPC
             raise VECError(f"cannot write {path}: the write failed (is the disk full?)") from None
         raise
+
+
+def remove_stale_temporaries(paths: Iterable[Path]) -> int:
+    """Delete the temporary files `atomic_file` left beside `paths` when a run was killed (SIGKILL
+    gives it no chance to clean up). Call it only for paths this process alone writes: another
+    writer's temporary would vanish under it. Lists each folder once. Returns how many were removed."""
+    names_by_folder: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        names_by_folder.setdefault(path.parent, set()).add(path.name)
+    removed = 0
+    for folder, names in names_by_folder.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            # atomic_file names them ".<name>.<random>.tmp"
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") \
+                    and entry.name[1:].rsplit(".", 2)[0] in names:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 @contextmanager

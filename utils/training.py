@@ -26,7 +26,7 @@ from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
 from utils.errors import VECError
-from utils.io import load_torch_file, save_torch, write_json
+from utils.io import load_torch_file, remove_stale_temporaries, save_torch, write_json
 
 
 def make_network(cloze: ClozeConfig, stacked: bool = True, execution: str = "auto") -> nn.Module:
@@ -201,6 +201,7 @@ def save_trained(trained: TrainedBlocks, work_dir: Path, dataset_name: str, mode
     of = [[torch.from_numpy(np.asarray(a)) for a in row] for row in trained.of_scores]
     manifest = manifest_path(work_dir, dataset_name, mode, method)
     manifest.unlink(missing_ok=True)  # until the new one is written, the files are not a finished model
+    remove_stale_temporaries([model_path, raw_path, of_path, manifest])  # of a run killed while saving
     for obj, path in ((models, model_path), (raw, raw_path), (of, of_path)):
         save_torch(path, [obj] if scene_level else obj)
     write_json(manifest, {"settings": settings or {},

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from utils.datasets.split import VideoSplit
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
-from utils.io import make_dirs, require_free_space, save_npy
+from utils.io import make_dirs, remove_stale_temporaries, require_free_space, save_npy
 from utils.prefetch import read_ahead
 
 
@@ -68,6 +68,8 @@ def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path,
     todo = [i for i in frames if not is_valid_flow_file(flow_file_path(flow_root, split, i), height, width)]
     if todo:
         require_free_space(make_dirs(flow_root), len(todo) * (height * width * 2 * 4 + 128), "the optical flow")
+        # A killed run's half-written files; only this process writes these frames' files.
+        remove_stale_temporaries(flow_file_path(flow_root, split, i) for i in todo)
     bar = tqdm(total=len(todo), desc=f"flow ({split.split})", unit="frame", disable=not progress)
 
     def read_pairs(chunk: list[int], previous) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:

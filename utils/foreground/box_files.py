@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from utils.errors import VECError
-from utils.io import save_npy, write_json
+from utils.io import remove_stale_temporaries, save_npy, write_json
 
 
 def box_file_path(dataset_dir: Path, split: str, mode: str) -> Path:
@@ -76,6 +76,7 @@ def save_box_file(path: Path, boxes: Sequence[np.ndarray], settings: dict | None
     for i, b in enumerate(boxes):
         array[i] = b
     settings_path(path).unlink(missing_ok=True)
+    remove_stale_temporaries([path, settings_path(path)])  # of a killed run
     save_npy(path, array, allow_pickle=True)
     if settings is not None:
         write_json(settings_path(path), settings)
