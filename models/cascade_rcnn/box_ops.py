@@ -12,6 +12,15 @@ WH_RATIO_CLIP = 16 / 1000
 NMS_SPLIT_THRESHOLD = 10000
 
 
+def clip_shapes(img_shapes: Sequence[tuple[int, int]], counts: Sequence[int], device: torch.device | str
+                ) -> tuple[int, int] | Tensor:
+    """`decode_deltas`' max_shape for rois of several images, `counts[i]` of them from image i in order:
+    the shared (h, w) when every image has the same, else each roi's own (N, 2)."""
+    if len(set(img_shapes)) == 1:
+        return img_shapes[0]
+    return torch.tensor(img_shapes, device=device).repeat_interleave(torch.tensor(counts, device=device), dim=0)
+
+
 def decode_deltas(rois: Tensor, deltas: Tensor, stds: Sequence[float], max_shape: tuple[int, int] | Tensor) -> Tensor:
     """(dx, dy, dw, dh) deltas relative to rois → boxes clipped to max_shape (h, w); means are 0.
 

@@ -137,7 +137,7 @@ class CascadeRCNN(nn.Module):
         scale_factors = [(float(f[0]), float(f[1])) for f in scale_factors]
         feats = self.extract_feat(inputs) if feats is None else [self._tensor(f) for f in feats]
         cls_scores, deltas = self.rpn_head(feats)
-        proposals = [self.rpn_head.decode(cls_scores, deltas, shape, i)[0] for i, shape in enumerate(img_shapes)]
+        proposals = [boxes for boxes, _ in self.rpn_head.decode_batch(cls_scores, deltas, img_shapes)]
         return self.roi_head.predict_batch(feats, proposals, img_shapes, scale_factors, score_thr)
 
 

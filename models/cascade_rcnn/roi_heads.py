@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from models.cascade_rcnn.box_ops import batched_nms, decode_deltas
+from models.cascade_rcnn.box_ops import batched_nms, clip_shapes, decode_deltas
 from models.cascade_rcnn.rpn import FPN_STRIDES
 
 NUM_CLASSES = 80  # COCO; the classifier has one more output for background (last)
@@ -72,12 +72,7 @@ class CascadeRoIHead(nn.Module):
         images, image by image, go through each stage together, as in mmdet's CascadeRoIHead. Each roi
         is pooled from its own image (column 0) and clipped to its own image's shape."""
         rois = torch.cat([torch.cat([p.new_full((len(p), 1), i), p], dim=1) for i, p in enumerate(proposals)])
-        if len(set(img_shapes)) == 1:
-            max_shape = img_shapes[0]
-        else:
-            counts = torch.tensor([len(p) for p in proposals], device=rois.device)
-            max_shape = torch.tensor(img_shapes, device=rois.device).repeat_interleave(counts, dim=0)
-        return self._cascade(features, rois, max_shape)
+        return self._cascade(features, rois, clip_shapes(img_shapes, [len(p) for p in proposals], rois.device))
 
     def _cascade(self, features: Sequence[Tensor], rois: Tensor, max_shape: tuple[int, int] | Tensor
                  ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from models.cascade_rcnn.box_ops import batched_nms, decode_deltas
+from models.cascade_rcnn.box_ops import batched_nms, clip_shapes, decode_deltas
 
 FPN_STRIDES = (4, 8, 16, 32, 64)
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
@@ -76,19 +76,16 @@ class RegionProposalHead(nn.Module):
             level_ids.append(torch.full(scores.shape[1:], level, dtype=torch.long, device=scores.device))
         scores, ids = torch.cat(level_scores, 1), torch.cat(level_ids)
         per_image = scores.shape[1]
-        if len(set(img_shapes)) == 1:
-            max_shape = img_shapes[0]
-        else:
-            max_shape = torch.tensor(img_shapes, device=scores.device).repeat_interleave(per_image, dim=0)
         boxes = decode_deltas(torch.cat(level_anchors, 1).reshape(-1, 4), torch.cat(level_deltas, 1).reshape(-1, 4),
-                              (1.0, 1.0, 1.0, 1.0), max_shape).view(batch, per_image, 4)
+                              (1.0, 1.0, 1.0, 1.0), clip_shapes(img_shapes, [per_image] * batch, scores.device)
+                              ).view(batch, per_image, 4)
         results = []
         for image_boxes, image_scores in zip(boxes, scores):
             image_ids = ids
             # empty boxes dropped (min_bbox_size 0)
             valid = (image_boxes[:, 2] > image_boxes[:, 0]) & (image_boxes[:, 3] > image_boxes[:, 1])
             if not valid.all():
-                image_boxes, image_scores, image_ids = image_boxes[valid], image_scores[valid], ids[valid]
+                image_boxes, image_scores, image_ids = image_boxes[valid], image_scores[valid], image_ids[valid]
             keep = batched_nms(image_boxes, image_scores, image_ids, NMS_IOU)[:MAX_PROPOSALS]
             results.append((image_boxes[keep], image_scores[keep]))
         return results
