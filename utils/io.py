@@ -9,6 +9,7 @@ line naming the path.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import pickle
@@ -34,6 +35,15 @@ def user_error_for(err: OSError, path: Path) -> VECError | None:
     """A one-line VECError for an OSError the user can fix, else None."""
     reason = _USER_FIXABLE.get(err.errno)
     return VECError(f"cannot write {path}: {reason}; free space or fix the folder and rerun") if reason else None
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (hex digest)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def make_dirs(path: Path) -> Path:

@@ -10,7 +10,6 @@ Saved files keep the reference's names and structure (`data/raw2flow/<dataset>_m
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
 from utils.errors import VECError
-from utils.io import load_torch_file, remove_stale_temporaries, save_torch, write_json
+from utils.io import load_torch_file, remove_stale_temporaries, save_torch, sha256_file, write_json
 
 
 def make_network(cloze: ClozeConfig, stacked: bool = True, execution: str = "auto") -> nn.Module:
@@ -179,14 +178,6 @@ def manifest_path(work_dir: Path, dataset_name: str, mode: str, method: str) -> 
     return Path(f"{Path(work_dir) / dataset_name}_model_{mode}_{method}.json")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_trained(trained: TrainedBlocks, work_dir: Path, dataset_name: str, mode: str, method: str,
                  scene_level: bool, settings: dict | None = None) -> list[Path]:
     """Save in the reference's structure; `scene_level` adds ShanghaiTech's outer scene list.
@@ -205,7 +196,7 @@ def save_trained(trained: TrainedBlocks, work_dir: Path, dataset_name: str, mode
     for obj, path in ((models, model_path), (raw, raw_path), (of, of_path)):
         save_torch(path, [obj] if scene_level else obj)
     write_json(manifest, {"settings": settings or {},
-                          "files": {p.name: _sha256(p) for p in (model_path, raw_path, of_path)}})
+                          "files": {p.name: sha256_file(p) for p in (model_path, raw_path, of_path)}})
     return [model_path, raw_path, of_path, manifest]
 
 
@@ -216,7 +207,7 @@ def _check_manifest(manifest: Path, paths: tuple[Path, ...], settings: dict | No
     except (ValueError, KeyError, TypeError):
         raise VECError(f"{manifest} is corrupt; rerun `python train.py`") from None
     for path in paths:
-        if files.get(path.name) != _sha256(path):
+        if files.get(path.name) != sha256_file(path):
             raise VECError(f"{path} is not the file {manifest.name} was saved with (a training run was interrupted "
                            "while saving, or the files were mixed); rerun `python train.py`")
     changed = [f"{key} = {trained_with[key]!r} when trained, {value!r} now" for key, value in (settings or {}).items()

@@ -17,7 +17,6 @@ instead of the original address; `--url URL` gives the full address of one file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import http.cookiejar
 import os
@@ -34,6 +33,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from utils.errors import VECError
+from utils.io import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_ENV = "VEC_WEIGHTS_MIRROR"
@@ -131,14 +131,6 @@ def _manual_steps(spec: WeightSpec, destination: Path) -> str:
     return f"download {spec.manual_url} by hand and save it as {destination}"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(spec: WeightSpec, path: Path) -> str:
     """Check `path` against `spec`; return what was verified, or raise VECError naming the file."""
     size = Path(path).stat().st_size
@@ -148,7 +140,7 @@ def verify(spec: WeightSpec, path: Path) -> str:
         raise VECError(f"{spec.filename} has {size:,} bytes, expected at least {spec.min_size:,}")
     done = []
     if spec.sha256_prefix is not None:
-        actual = sha256_of(path)
+        actual = sha256_file(path)
         if not actual.startswith(spec.sha256_prefix):
             raise VECError(f"checksum mismatch for {spec.filename}: expected a SHA-256 starting with "
                            f"{spec.sha256_prefix}, got {actual[:len(spec.sha256_prefix)]} (full: {actual})")
