@@ -1,12 +1,14 @@
 """Score the test split of the configured dataset with the trained model and report frame-level AUROC."""
+import sys
+
 from utils.cli import run_script
 from utils.errors import VECError
 from utils.pipeline import run_testing
 
 
-def main(cfg, args):
+def run(cfg, args):
     if args.video:
-        return main_videos(cfg, args)
+        return run_videos(cfg, args)
     if args.model is not None or args.labels is not None or args.fps is not None:
         raise VECError("--model, --labels and --fps go with --video PATH")
     report = run_testing(cfg)
@@ -19,7 +21,7 @@ def main(cfg, args):
     print(f"frame-level AUROC (micro) on {report['dataset']}: {report['auroc_micro']:.4f}")
 
 
-def main_videos(cfg, args):
+def run_videos(cfg, args):
     from utils.video_pipeline import score_videos
 
     for s in score_videos(cfg, args.video, args.model, args.labels, 25.0 if args.fps is None else args.fps):
@@ -47,5 +49,9 @@ def add_arguments(parser):
                         help="with --video: frame rate of folders of frames (default 25); a video file's own rate wins")
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_script(__doc__.splitlines()[0], run, add_arguments, argv)
+
+
 if __name__ == "__main__":
-    run_script(__doc__.splitlines()[0], main, add_arguments)
+    sys.exit(main())

@@ -1,9 +1,11 @@
 """Train VEC's cloze networks on the configured dataset (boxes → cubes → training → statistics)."""
+import sys
+
 from utils.cli import run_script
 from utils.pipeline import run_training
 
 
-def main(cfg, args):
+def run(cfg, args):
     if args.videos is not None:
         from utils.video_pipeline import train_on_videos
 
@@ -23,5 +25,9 @@ def add_arguments(parser):
                              "directly inside DIR (model saved in data/video_sets/<DIR's name>/raw2flow/)")
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_script(__doc__.splitlines()[0], run, add_arguments, argv)
+
+
 if __name__ == "__main__":
-    run_script(__doc__.splitlines()[0], main, add_arguments)
+    sys.exit(main())

@@ -18,8 +18,12 @@ from utils.config import RunConfig, load_config
 from utils.errors import VECError, VECWarning
 
 
-def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace], None],
-               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+def run_script(description: str, run: Callable[[RunConfig, argparse.Namespace], None],
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               argv: list[str] | None = None) -> int:
+    """Parse `argv` (default: the command line), load the config and call `run(cfg, args)`.
+    Returns the exit status (0, 2 for a `VECError`, 130 for Ctrl-C), so tests can call a script's
+    `main(argv)` in-process; argparse's own errors still exit with 2 through SystemExit."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default="config.cfg", help="INI file with the settings (default: config.cfg)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -27,20 +31,23 @@ def run_script(description: str, main: Callable[[RunConfig, argparse.Namespace],
                              "(repeatable; a dataset section overrides [SelfComplete] for that dataset)")
     if add_arguments is not None:
         add_arguments(parser)
-    args = parser.parse_args()
-    warnings.showwarning = _show_warning
+    args = parser.parse_args(argv)
+    previous_show_warning, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         cfg = load_config(args.config, args.overrides)
         with distributed.process_group(cfg.device), distributed.quiet_unless_main():
-            main(cfg, args)
+            run(cfg, args)
+        return 0
     except VECError as err:
         _close_progress_bars()  # else a bar left open would be redrawn at exit, after the error line
         print(f"error: {distributed.error_prefix()}{err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         _close_progress_bars()
         print("interrupted: finished files are kept, rerun to continue", file=sys.stderr)
-        sys.exit(130)
+        return 130
+    finally:
+        warnings.showwarning = previous_show_warning
 
 
 _default_show_warning = warnings.showwarning
