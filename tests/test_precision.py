@@ -130,7 +130,7 @@ def test_bf16_cascade_matches_fp32_as_sets(cascade):
 
 # End to end, the stand-in weights saturate the RPN's objectness (the top proposals all score 0.99999), so
 # which proposals survive NMS is decided by rounding and the detection SETS of bf16 and fp32 diverge (see
-# README, "Precision"); what is checked end to end is that the detector works in bf16: FPN features within
+# docs/performance.md); what is checked end to end is that the detector works in bf16: FPN features within
 # a measured bound of fp32 (max |diff| 1.4 % of the largest feature), float32 boxes inside the frame.
 @needs_native("bf16")
 def test_bf16_detector_end_to_end(cascade):

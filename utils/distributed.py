@@ -8,7 +8,7 @@ everything here is a no-op: rank 0 of 1, `shard` returns all items, `gather_obje
 a one-element list, `barrier` returns at once, and no collective is ever called, so a
 single-process run does exactly what it did before this module existed.
 
-Who does what (docs/architecture.md, README "Several processes or GPUs"):
+Who does what (docs/architecture.md, docs/distributed.md):
 
     calc_img_inputs.py  each rank the flow of its share of the videos
     boxes               each rank the boxes of its videos; gathered in video order; rank 0 writes the file

@@ -208,7 +208,7 @@ def load_state_dict_file(path: Path, missing_hint: str) -> dict | None:
 
 
 def seed_everything(seed: int, device: str = "cpu") -> None:
-    """Seed torch and numpy; on a GPU also ask for deterministic kernels (README, Reproducibility)."""
+    """Seed torch and numpy; on a GPU also ask for deterministic kernels (docs/reproducibility.md)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     if str(device).startswith("cuda"):

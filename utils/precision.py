@@ -6,7 +6,7 @@
 
 The networks' outputs go back to float32 in the adapters, and box arithmetic stays in float32
 inside the networks (models/cascade_rcnn/), so only the convolutions and matrix products run in
-half. README "Precision" gives the measured effect (benchmarks/precision.py).
+half. docs/performance.md gives the measured effect (benchmarks/precision.py).
 """
 from __future__ import annotations
 

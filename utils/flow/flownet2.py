@@ -41,7 +41,7 @@ class FlowNet2Flow(FlowBackend):
     """Frames fed as float 0..255, (B, 3, 2, 384, 512), as the reference fed them.
 
     `precision` (flow_precision): fp32 (the reference's numbers), or fp16 / bf16 under torch.autocast;
-    the flow returned is float32 either way (README, "Precision": its measured effect)."""
+    the flow returned is float32 either way (docs/performance.md: its measured effect)."""
 
     def __init__(self, model: FlowNet2, device: str = "cpu", precision: str = "fp32") -> None:
         check_precision(precision, device, "flow_precision")
