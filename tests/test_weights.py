@@ -12,22 +12,20 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import urllib.parse
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 
-from utils import download as downloads
+from tests.local_server import LOCAL, closed_port, serve
+from tests.local_server import local_only as guard_local
 from utils import weights
 from utils.errors import VECError
 from utils.weights import WEIGHTS, WeightSpec, fetch, fetch_hint, missing_hint, verify
 
 REPO = Path(__file__).resolve().parent.parent
-LOCAL = "http://127.0.0.1:"
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several read blocks, odd length
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 # A stand-in for torchvision's RAFT file whose SHA-256 starts with the real file's prefix
@@ -37,94 +35,19 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 RAFT_STAND_IN = b"VEC test stand-in raft weights 0000b99dccdc"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves `server.files` with Range support; as a proxy, refuses every tunnel (CONNECT) and logs it."""
-
-    timeout = 10  # a stuck client cannot hold a server thread for long
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes, content_type: str = "application/octet-stream", **headers) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in headers.items():
-            self.send_header(key.replace("_", "-"), value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_CONNECT(self) -> None:
-        self.server.requests.append(("CONNECT " + self.path, None))
-        self._send(403, b"no tunnels from tests", "text/plain")
-
-    def do_GET(self) -> None:
-        server = self.server
-        server.requests.append((self.path, self.headers.get("Range")))
-        parts = urllib.parse.urlsplit(self.path)
-        if parts.path not in server.files:
-            return self._send(404, b"not found", "text/plain")
-        body = server.files[parts.path]
-        start, code, headers = 0, 200, {}
-        asked = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
-        if asked and server.honour_range:
-            start = int(asked.group(1))
-            if start >= len(body):
-                return self._send(416, b"", "text/plain", Content_Range=f"bytes */{len(body)}")
-            code, headers = 206, {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
-        payload = body[start:]
-        if server.cut_next:  # announce the whole length, send half, hang up
-            server.cut_next = False
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload[:len(payload) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.send_response(code)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(payload)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-
 @pytest.fixture
 def server():
-    """A local HTTP server on a free port, stopped (and its thread joined) at the end of the test."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    httpd.files = {"/file.bin": PAYLOAD}
-    httpd.requests, httpd.honour_range, httpd.cut_next = [], True, False
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    """A local HTTP server on a free port (tests/local_server.py), stopped at the end of the test."""
+    with serve() as httpd:
+        httpd.files["/file.bin"] = PAYLOAD
+        yield httpd
 
 
 @pytest.fixture(autouse=True)
 def local_only(monkeypatch):
     """Every URL the module opens in-process must be on 127.0.0.1; proxies are switched off."""
-    for key in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
-                weights.MIRROR_ENV):
-        monkeypatch.delenv(key, raising=False)
-    opened = []
-    real_get = downloads._get
-
-    def guarded(url, headers, timeout):
-        assert url.startswith(LOCAL), f"a test tried to open {url}"
-        opened.append(url)
-        return real_get(url, headers, timeout)
-
-    monkeypatch.setattr(downloads, "_get", guarded)
-    return opened
+    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
+    return guard_local(monkeypatch)
 
 
 def spec_for(server, path="/file.bin", **changes) -> WeightSpec:
@@ -137,12 +60,6 @@ def run(spec, dest, **kwargs):
     lines = []
     path = fetch(spec, dest, progress=False, timeout=5, say=lines.append, **kwargs)
     return path, "\n".join(lines)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- registry
