@@ -28,7 +28,7 @@ from typing import Callable
 
 from utils.download import TIMEOUT_S, download, one_line, partial_bytes
 from utils.errors import VECError
-from utils.io import sha256_file
+from utils.io import load_state_dict_file, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_ENV = "VEC_WEIGHTS_MIRROR"
@@ -70,14 +70,20 @@ class WeightSpec:
 
 
 def _loads_as_flownet2(path: Path) -> None:
-    from utils.flow.flownet2 import load_flownet2  # torch only when a FlowNet2 file is checked
+    """The strict load of utils.flow.flownet2.load_flownet2 (that module reads this table, so it is
+    not imported here): every key of FlowNet2's state dict, no other."""
+    from FlowNet2_src import FlowNet2  # the network only when a FlowNet2 file is checked
 
     try:
-        load_flownet2(path)
+        state = load_state_dict_file(path, "")
+        if state is None:
+            raise VECError("no state_dict in it")
+        FlowNet2().load_state_dict(state, strict=True)
     except VECError as err:
         raise VECError(f"it does not load as a FlowNet2 checkpoint ({one_line(err)})") from None
-    except Exception as err:  # a truncated or foreign file fails inside torch.load in many ways
-        raise VECError(f"it does not load as a FlowNet2 checkpoint ({type(err).__name__}: {one_line(err)})") from None
+    except Exception as err:  # missing keys, or a truncated or foreign file failing inside torch in many ways
+        raise VECError(f"it does not load as a FlowNet2 checkpoint ({type(err).__name__}: "
+                       f"{one_line(str(err).splitlines()[0] if str(err) else '')})") from None
 
 
 FLOWNET2_DRIVE_ID = "1hF8vS6YeHkx3j2pfCeQqqZGwA_PJq_Da"
