@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_config
-from tests.dataset_archives import (SHANGHAITECH_TEST, avenue_archives, shanghaitech_archive, synthetic_clips,
-                                    ucsd_archive)
+from tests.dataset_archives import avenue_archives, shanghaitech_archive, synthetic_clips, ucsd_archive
 from tests.local_server import LOCAL, closed_port, local_only, serve
 from utils.datasets import open_split
 from utils.datasets.__main__ import MIRROR_ENV, main
@@ -158,8 +157,8 @@ def test_fetch_avenue_decodes_its_videos_losslessly(server, archives, clips, tmp
 
 def test_prepare_shanghaitech_sorts_frames_and_places_frame_and_pixel_masks(archives, clips, tmp_path):
     raw = tmp_path / "raw"
-    quiet(stand_in("ShanghaiTech", archives["ShanghaiTech"]), identify(archives["ShanghaiTech"], SOURCES["ShanghaiTech"]),
-          raw)
+    source = stand_in("ShanghaiTech", archives["ShanghaiTech"])
+    quiet(source, identify(archives["ShanghaiTech"], source), raw)
     dataset = raw / "ShanghaiTech"
     train = open_split(dataset, "ShanghaiTech", "train")
     assert train.video_names == ["01_001", "01_002", "01_003"]
@@ -297,7 +296,8 @@ def test_a_disk_that_fills_up_while_downloading_is_one_line(server, archives, tm
         quiet(stand_in("UCSDped2", archives["UCSDped2"]), tmp_path, mirror=server.base)
     assert "\n" not in str(err.value) and "No space left on device" in str(err.value)
     assert "make room and run the command again" in str(err.value)
-    assert not looks_prepared(tmp_path, "UCSDped2") and not (tmp_path / "downloads" / "UCSD_Anomaly_Dataset.tar.gz").exists()
+    assert not looks_prepared(tmp_path, "UCSDped2")
+    assert not (tmp_path / "downloads" / "UCSD_Anomaly_Dataset.tar.gz").exists()
 
 
 def test_a_preparation_interrupted_while_decoding_continues_on_the_next_run(archives, clips, tmp_path):
@@ -322,7 +322,8 @@ def test_a_preparation_interrupted_while_decoding_continues_on_the_next_run(arch
         warnings.simplefilter("ignore", VECWarning)
         prepare_dataset(source, files, tmp_path, jobs=1, progress=False, say=lines.append)
     assert not any("extracting" in line for line in lines)  # the extracted archive was reused
-    again = [line.split(": ")[1].split(".avi")[0] for line in lines if line.startswith("avenue train:") and "->" in line]
+    again = [line.split(": ")[1].split(".avi")[0] for line in lines
+             if line.startswith("avenue train:") and "->" in line]
     assert again and not set(again) & set(done)  # finished videos were not decoded again
     assert open_split(tmp_path / "avenue", "avenue", "train").video_lengths == [12, 12, 12]
     assert not staging_dir(tmp_path, source).exists()
@@ -337,7 +338,8 @@ def test_a_repacked_avenue_without_some_test_videos_prepares_with_a_warning(clip
         reports = prepare_dataset(stand_in("avenue", list(files)), identify(list(files), SOURCES["avenue"]),
                                   tmp_path / "raw", progress=False, say=lambda line: None)
     messages = [str(w.message) for w in caught if issubclass(w.category, VECWarning)]
-    assert any(m.startswith("avenue test: 19 of the published videos are not in the archive: 02, 04, 05") for m in messages)
+    assert any(m.startswith("avenue test: 19 of the published videos are not in the archive: 02, 04, 05")
+               for m in messages)
     assert reports["test"].missing[0] == "02"
     test = open_split(tmp_path / "raw" / "avenue", "avenue", "test")
     assert test.video_names == ["01", "03"]  # 03's ground truth is 3_label.mat, found by the video's name

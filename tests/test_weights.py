@@ -80,7 +80,8 @@ def test_registry_matches_the_loaders_and_config_defaults():
     assert defaults.raft_weights == Path("raft_checkpoints") / WEIGHTS["raft"].filename
     assert len({spec.folder for spec in WEIGHTS.values()}) == len(WEIGHTS)  # a folder for each network
     for spec in WEIGHTS.values():
-        assert (REPO / spec.folder / "README.md").is_file() and spec.filename in (REPO / spec.folder / "README.md").read_text()
+        readme = REPO / spec.folder / "README.md"
+        assert readme.is_file() and spec.filename in readme.read_text()
         assert spec.url.startswith("https://") and (REPO / spec.folder).is_dir()
         if spec.sha256_prefix is not None:  # torch.hub's convention: <name>-<first 8 hex of the SHA-256>.<ext>
             assert spec.filename.split("-")[-1].split(".")[0] == spec.sha256_prefix
