@@ -1,8 +1,9 @@
-"""utils/weights.py against a real HTTP server on 127.0.0.1: checksums, resuming, errors, the command line.
+"""utils/weights.py (and the download path it shares with the datasets, utils/download.py) against
+a real HTTP server on 127.0.0.1: checksums, resuming, errors, the command line.
 
-No test reaches the internet: every URL opened in-process is asserted to be local, and the
+No test reaches the internet: every URL opened in-process is asserted to be local, the
 command-line runs get the local server as their mirror (the server's request log shows it
-was asked).
+was asked), and the one Google Drive download goes to a proxy on 127.0.0.1 that refuses it.
 """
 from __future__ import annotations
 
