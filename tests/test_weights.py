@@ -1,8 +1,9 @@
-"""utils/weights.py against a real HTTP server on 127.0.0.1: checksums, resuming, errors, the command line.
+"""utils/weights.py (and the download path it shares with the datasets, utils/download.py) against
+a real HTTP server on 127.0.0.1: checksums, resuming, errors, the command line.
 
-No test reaches the internet: every URL opened in-process is asserted to be local, and the
+No test reaches the internet: every URL opened in-process is asserted to be local, the
 command-line runs get the local server as their mirror (the server's request log shows it
-was asked).
+was asked), and the one Google Drive download goes to a proxy on 127.0.0.1 that refuses it.
 """
 from __future__ import annotations
 
@@ -12,21 +13,20 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import urllib.parse
-from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.local_server import LOCAL, closed_port, serve
+from tests.local_server import local_only as guard_local
 from utils import weights
 from utils.errors import VECError
-from utils.weights import WEIGHTS, WeightSpec, confirmation_url, fetch, fetch_hint, verify
+from utils.weights import WEIGHTS, WeightSpec, fetch, fetch_hint, missing_hint, verify
 
 REPO = Path(__file__).resolve().parent.parent
-LOCAL = "http://127.0.0.1:"
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several read blocks, odd length
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 # A stand-in for torchvision's RAFT file whose SHA-256 starts with the real file's prefix
@@ -36,116 +36,19 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 RAFT_STAND_IN = b"VEC test stand-in raft weights 0000b99dccdc"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves `server.files` with Range support, and a Google Drive-like confirmation step under /uc."""
-
-    timeout = 10  # a stuck client cannot hold a server thread for long
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes, content_type: str = "application/octet-stream", **headers) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in headers.items():
-            self.send_header(key.replace("_", "-"), value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        server = self.server
-        server.requests.append((self.path, self.headers.get("Range")))
-        parts = urllib.parse.urlsplit(self.path)
-        query = dict(urllib.parse.parse_qsl(parts.query))
-        if parts.path == "/uc" and "confirm" not in query:
-            return self._drive_page(query)
-        if parts.path in ("/uc", "/download"):
-            if query.get("confirm") != server.drive_token:
-                return self._send(403, b"wrong token", "text/plain")
-            body = server.files["/drive-file"]
-        elif parts.path in server.files:
-            body = server.files[parts.path]
-        else:
-            return self._send(404, b"not found", "text/plain")
-        start, code, headers = 0, 200, {}
-        asked = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
-        if asked and server.honour_range:
-            start = int(asked.group(1))
-            if start >= len(body):
-                return self._send(416, b"", "text/plain", Content_Range=f"bytes */{len(body)}")
-            code, headers = 206, {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
-        payload = body[start:]
-        if server.cut_next:  # announce the whole length, send half, hang up
-            server.cut_next = False
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload[:len(payload) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.send_response(code)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(payload)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _drive_page(self, query: dict) -> None:
-        style, token = self.server.drive_style, self.server.drive_token
-        if style == "form":  # today's page: a GET form to another path with hidden fields
-            page = (f'<html><body><p>Google Drive can\'t scan this file for viruses.</p>'
-                    f'<form id="download-form" action="/download" method="get">'
-                    f'<input type="submit" id="uc-download-link" value="Download anyway"/>'
-                    f'<input type="hidden" name="id" value="{query.get("id", "")}">'
-                    f'<input type="hidden" name="export" value="download">'
-                    f'<input type="hidden" name="confirm" value="{token}">'
-                    f'<input type="hidden" name="uuid" value="0f1e2d3c"></form></body></html>')
-            return self._send(200, page.encode(), "text/html; charset=utf-8")
-        if style == "cookie":  # the oldest scheme: the token only in a cookie
-            return self._send(200, b"<html><body>Virus scan warning</body></html>", "text/html",
-                              Set_Cookie=f"download_warning_12345={token}; Path=/")
-        return self._send(200, b"<html><body>Too many users have viewed or downloaded this file recently."
-                          b"</body></html>", "text/html")
-
-
 @pytest.fixture
 def server():
-    """A local HTTP server on a free port, stopped (and its thread joined) at the end of the test."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    httpd.files = {"/file.bin": PAYLOAD, "/drive-file": PAYLOAD}
-    httpd.requests, httpd.honour_range, httpd.cut_next = [], True, False
-    httpd.drive_style, httpd.drive_token = "form", "t0k3n"
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    """A local HTTP server on a free port (tests/local_server.py), stopped at the end of the test."""
+    with serve() as httpd:
+        httpd.files["/file.bin"] = PAYLOAD
+        yield httpd
 
 
 @pytest.fixture(autouse=True)
 def local_only(monkeypatch):
     """Every URL the module opens in-process must be on 127.0.0.1; proxies are switched off."""
-    for key in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
-                weights.MIRROR_ENV):
-        monkeypatch.delenv(key, raising=False)
-    opened = []
-    real_open = weights._open
-
-    def guarded(opener, url, offset, timeout):
-        assert url.startswith(LOCAL), f"a test tried to open {url}"
-        opened.append(url)
-        return real_open(opener, url, offset, timeout)
-
-    monkeypatch.setattr(weights, "_open", guarded)
-    return opened
+    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
+    return guard_local(monkeypatch)
 
 
 def spec_for(server, path="/file.bin", **changes) -> WeightSpec:
@@ -160,15 +63,10 @@ def run(spec, dest, **kwargs):
     return path, "\n".join(lines)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_matches_the_loaders_and_config_defaults():
+    from utils.config import DatasetConfig
     from utils.flow.flownet2 import CHECKPOINT_URL as FLOWNET2_PAGE, DEFAULT_CHECKPOINT
     from utils.flow.raft import WEIGHTS_URL as RAFT_URL
     from utils.foreground.detectors import CHECKPOINT_URL as CASCADE_URL
@@ -177,7 +75,14 @@ def test_registry_matches_the_loaders_and_config_defaults():
     assert WEIGHTS["raft"].url == RAFT_URL
     assert WEIGHTS["flownet2"].page == FLOWNET2_PAGE
     assert Path(WEIGHTS["flownet2"].folder) / WEIGHTS["flownet2"].filename == DEFAULT_CHECKPOINT
+    defaults = DatasetConfig()
+    assert defaults.flownet2_checkpoint == Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
+    assert defaults.detector_checkpoint == Path("obj_det_checkpoints") / WEIGHTS["cascade_rcnn"].filename
+    assert defaults.raft_weights == Path("raft_checkpoints") / WEIGHTS["raft"].filename
+    assert len({spec.folder for spec in WEIGHTS.values()}) == len(WEIGHTS)  # a folder for each network
     for spec in WEIGHTS.values():
+        readme = REPO / spec.folder / "README.md"
+        assert readme.is_file() and spec.filename in readme.read_text()
         assert spec.url.startswith("https://") and (REPO / spec.folder).is_dir()
         if spec.sha256_prefix is not None:  # torch.hub's convention: <name>-<first 8 hex of the SHA-256>.<ext>
             assert spec.filename.split("-")[-1].split(".")[0] == spec.sha256_prefix
@@ -185,6 +90,8 @@ def test_registry_matches_the_loaders_and_config_defaults():
     flownet2 = WEIGHTS["flownet2"]
     assert flownet2.sha256_prefix is None and flownet2.size is None and flownet2.min_size == 4 * 162_518_834
     assert fetch_hint("flownet2") == "run `python -m utils.weights fetch flownet2`"
+    assert missing_hint("raft") == (f"run `python -m utils.weights fetch raft` (or download {WEIGHTS['raft'].filename} "
+                                    f"from {WEIGHTS['raft'].url} into raft_checkpoints/)")
     with pytest.raises(KeyError):
         fetch_hint("nope")
 
@@ -345,26 +252,12 @@ def test_size_only_verification_says_no_checksum(server, tmp_path):
 
 # ----------------------------------------------------------------------------- Google Drive and FlowNet2
 
-@pytest.mark.parametrize("style", ["form", "cookie"])
-def test_google_drive_confirmation_is_followed(server, tmp_path, style):
-    server.drive_style = style
-    path, _ = run(spec_for(server, path="/uc?export=download&id=abc123"), tmp_path)
-    assert path.read_bytes() == PAYLOAD
-    assert server.requests[0][0] == "/uc?export=download&id=abc123"
-    followed = urllib.parse.urlsplit(server.requests[1][0])
-    assert followed.path == ("/download" if style == "form" else "/uc")
-    assert dict(urllib.parse.parse_qsl(followed.query))["confirm"] == "t0k3n"
+def test_gdown_reads_the_google_drive_pages_we_know():
+    """The pages Google Drive puts in front of a large file, as gdown (which FlowNet2's download goes
+    through) turns them into the file's address; a page with no way through is its error."""
+    from gdown.download import get_url_from_gdrive_confirmation
+    from gdown.exceptions import FileURLRetrievalError
 
-
-def test_google_drive_page_without_a_way_through_is_one_line(server, tmp_path):
-    server.drive_style = "quota"
-    with pytest.raises(VECError) as err:
-        run(spec_for(server, path="/uc?export=download&id=abc123"), tmp_path)
-    assert "\n" not in str(err.value) and "served a web page instead of model-abc.pth" in str(err.value)
-    assert "by hand" in str(err.value) and list(tmp_path.iterdir()) == []
-
-
-def test_confirmation_url_reads_the_current_google_drive_page():
     page = ('<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>'
             '<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
             '<input type="submit" id="uc-download-link" class="goog-inline-block jfk-button" value="Download anyway"/>'
@@ -372,16 +265,35 @@ def test_confirmation_url_reads_the_current_google_drive_page():
             '<input type="hidden" name="export" value="download">'
             '<input type="hidden" name="confirm" value="t">'
             '<input type="hidden" name="uuid" value="3f2a9c1e-0000-4000-8000-123456789abc"></form></body></html>')
-    url = confirmation_url(page, "https://drive.usercontent.google.com/download?id=x&export=download")
-    parts = urllib.parse.urlsplit(url)
+    parts = urllib.parse.urlsplit(get_url_from_gdrive_confirmation(page))
     assert parts.netloc == "drive.usercontent.google.com" and parts.path == "/download"
     assert dict(urllib.parse.parse_qsl(parts.query)) == {
         "id": "1hF8vS6YeHkx3j2pfCeQqqZGwA_PJq_Da", "export": "download", "confirm": "t",
         "uuid": "3f2a9c1e-0000-4000-8000-123456789abc"}
     old = '<a id="uc-download-link" href="/uc?export=download&amp;confirm=Ab_1&amp;id=x">Download anyway</a>'
-    assert confirmation_url(old, "https://drive.google.com/uc?export=download&id=x") == \
-        "https://drive.google.com/uc?export=download&confirm=Ab_1&id=x"
-    assert confirmation_url("<html>quota exceeded</html>", "https://drive.google.com/uc?id=x") is None
+    old_parts = urllib.parse.urlsplit(get_url_from_gdrive_confirmation(old))
+    assert dict(urllib.parse.parse_qsl(old_parts.query)) == {"export": "download", "confirm": "Ab_1", "id": "x"}
+    with pytest.raises(FileURLRetrievalError):
+        get_url_from_gdrive_confirmation("<html><body>Too many users have viewed or downloaded this file "
+                                         "recently.</body></html>")
+
+
+def test_flownet2_goes_through_gdown_and_an_unreachable_drive_is_one_line(server, tmp_path, monkeypatch, local_only):
+    """The real FlowNet2 entry, its Drive address unchanged, with the machine's only way out a proxy on
+    127.0.0.1 that refuses every tunnel: gdown asks it for Drive, and the refusal is one line with the
+    manual steps. Nothing is left that looks like a checkpoint."""
+    for key in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", server.base)
+    monkeypatch.setenv("HTTP_PROXY", server.base)
+    with pytest.raises(VECError) as err:
+        run(WEIGHTS["flownet2"], tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and "cannot reach drive.google.com" in message and "offline?" in message
+    assert (f"download {WEIGHTS['flownet2'].page} by hand and save it as "
+            f"{tmp_path / 'FlowNet2_checkpoint.pth.tar'}") in message
+    assert server.requests == [("CONNECT drive.google.com:443", None)]  # asked for through gdown's session
+    assert local_only == [] and not (tmp_path / "FlowNet2_checkpoint.pth.tar").exists()
 
 
 def test_flownet2_entry_is_checked_by_size_and_by_loading(tmp_path):
@@ -409,18 +321,39 @@ def test_flownet2_entry_accepts_a_full_flownet2_checkpoint(tmp_path):
 
 # ----------------------------------------------------------------------------- command line
 
-def cli(*args, mirror: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`python -m utils.weights ARGS` run in-process (its `main`), with `mirror` as VEC_WEIGHTS_MIRROR."""
+    def run_main(*args, mirror: str | None = None) -> Ran:
+        assert all(arg.startswith(LOCAL) for arg in args if "://" in arg)
+        if mirror is not None:
+            assert mirror.startswith(LOCAL)
+            monkeypatch.setenv(weights.MIRROR_ENV, mirror)
+        capsys.readouterr()
+        code = weights.main(list(args))
+        out, err = capsys.readouterr()
+        monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
+        return Ran(code, out, err)
+
+    return run_main
+
+
+def run_process(*args) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
     env.pop(weights.MIRROR_ENV, None)
     assert all(arg.startswith(LOCAL) for arg in args if "://" in arg)
-    if mirror is not None:
-        assert mirror.startswith(LOCAL)
-        env[weights.MIRROR_ENV] = mirror
     return subprocess.run([sys.executable, "-m", "utils.weights", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=120)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
+def assert_one_line_error(result) -> str:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
@@ -432,7 +365,7 @@ def test_raft_stand_in_has_the_real_prefix():
     assert hashlib.sha256(RAFT_STAND_IN).hexdigest().startswith(WEIGHTS["raft"].sha256_prefix)
 
 
-def test_cli_fetch_raft_from_mirror(server, tmp_path):
+def test_cli_fetch_raft_from_mirror(server, tmp_path, cli):
     raft = WEIGHTS["raft"]
     server.files["/" + raft.filename] = RAFT_STAND_IN
     result = cli("fetch", "raft", "--dest", str(tmp_path), mirror=server.base)
@@ -453,7 +386,7 @@ def test_cli_fetch_raft_from_mirror(server, tmp_path):
                      listing.stdout)
 
 
-def test_cli_wrong_checksum_exits_2_with_one_line(server, tmp_path):
+def test_cli_wrong_checksum_exits_2_with_one_line(server, tmp_path, cli):
     raft = WEIGHTS["raft"]
     server.files["/" + raft.filename] = PAYLOAD
     line = assert_one_line_error(cli("fetch", "raft", "--dest", str(tmp_path), mirror=server.base))
@@ -462,8 +395,9 @@ def test_cli_wrong_checksum_exits_2_with_one_line(server, tmp_path):
     assert list(tmp_path.iterdir()) == [] and len(server.requests) == 1
 
 
-def test_cli_dead_link_and_offline_exit_2_with_one_line(server, tmp_path):
-    line = assert_one_line_error(cli("fetch", "raft", "--dest", str(tmp_path), "--url", server.base + "/gone"))
+def test_cli_dead_link_and_offline_exit_2_with_one_line(server, tmp_path, cli):
+    # as a process: its exit status and everything it writes to stderr
+    line = assert_one_line_error(run_process("fetch", "raft", "--dest", str(tmp_path), "--url", server.base + "/gone"))
     assert "HTTP 404" in line and f"save it as {tmp_path / WEIGHTS['raft'].filename}" in line
     line = assert_one_line_error(cli("fetch", "cascade_rcnn", "--dest", str(tmp_path),
                                      mirror=f"{LOCAL}{closed_port()}"))

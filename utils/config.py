@@ -29,6 +29,7 @@ import torch
 
 from utils.errors import VECError
 from utils.precision import check_precision
+from utils.weights import WEIGHTS
 
 FlowMethod = Literal["flownet2", "dis", "farneback", "raft"]
 Detector = Literal["cascade_rcnn", "mmdet", "none"]
@@ -111,10 +112,10 @@ class DatasetConfig:
     flow_precision: Precision = "fp32"  # FlowNet2 under torch.autocast in fp16 / bf16 (flow_method = flownet2)
     detector: Detector = "cascade_rcnn"
     detector_precision: Precision = "fp32"  # Cascade R-CNN's layers in fp16 / bf16 (detector = cascade_rcnn)
-    detector_checkpoint: Path = Path("obj_det_checkpoints/cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth")
+    detector_checkpoint: Path = WEIGHTS["cascade_rcnn"].default_path
     detector_config: Path | None = None  # an MMDetection 3 config, for detector = mmdet
-    flownet2_checkpoint: Path = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
-    raft_weights: Path = Path("FlowNet2_src/pretrained/raft_large_C_T_SKHT_V2-ff5fadd5.pth")
+    flownet2_checkpoint: Path = WEIGHTS["flownet2"].default_path
+    raft_weights: Path = WEIGHTS["raft"].default_path
     flow_batch_size: int = field(default=8, metadata=_at_least(1))
     detector_batch_size: int = field(default=4, metadata=_at_least(1))
     # Gaussian temporal smoothing of frame scores (frames), reported beside the paper's unsmoothed numbers; 0 = off.

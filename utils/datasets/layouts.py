@@ -6,6 +6,7 @@ split, reads its ground truth into per-frame labels.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import cv2
@@ -14,21 +15,33 @@ import numpy as np
 from utils.datasets.split import VideoSplit
 from utils.errors import VECError
 
-FRAME_EXTENSIONS = {"UCSDped2": ".tif", "avenue": ".jpg", "ShanghaiTech": ".jpg"}
+FRAME_EXTENSIONS = {"UCSDped2": ".tif", "avenue": ".jpg", "ShanghaiTech": ".jpg"}  # the reference's frames
+# Frames decoded from the official video files (python -m utils.datasets prepare) are lossless PNGs.
+DECODED_FRAME_EXTENSION = ".png"
 
 
-def _sorted_frames(video_dir: Path, extension: str) -> list[Path]:
-    return sorted(video_dir.glob("*" + extension), key=lambda p: p.name)
+def _sorted_frames(video_dir: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """A folder's files with one of `extensions`, sorted by name; hidden files (a Mac's `._001.tif`)
+    are left out, as the reference's glob leaves them out. One kind of frame per folder."""
+    if not video_dir.is_dir():
+        return []
+    files = [p for p in video_dir.iterdir() if p.suffix in extensions and not p.name.startswith(".")]
+    kinds = sorted({p.suffix for p in files})
+    if len(kinds) > 1:
+        raise VECError(f"video folder {video_dir} holds frames of several kinds ({', '.join(kinds)}); "
+                       "keep one kind per video")
+    return sorted(files, key=lambda p: p.name)
 
 
-def _collect(video_dirs: list[Path], extension: str) -> tuple[list[Path], np.ndarray, list[str]]:
+def _collect(video_dirs: list[Path], extensions: tuple[str, ...]) -> tuple[list[Path], np.ndarray, list[str]]:
     frames: list[Path] = []
     video_idx: list[int] = []
     names: list[str] = []
     for number, video in enumerate(video_dirs, start=1):
-        video_frames = _sorted_frames(video, extension)
+        video_frames = _sorted_frames(video, extensions)
         if not video_frames:
-            raise VECError(f"video folder {video} holds no {extension} frames; remove it or add its frames")
+            raise VECError(f"video folder {video} holds no frames ({' or '.join(extensions)}); "
+                           "remove it or add its frames")
         frames += video_frames
         video_idx += [number] * len(video_frames)
         names.append(video.name)
@@ -41,19 +54,19 @@ def _require_dir(path: Path, what: str) -> None:
                        f"(see the README) or set dataset_name = synthetic in config.cfg")
 
 
-def _read_ucsd(root: Path, split: str, extension: str) -> VideoSplit:
+def _read_ucsd(root: Path, split: str, extensions: tuple[str, ...]) -> VideoSplit:
     split_dir = root / ("Train" if split == "train" else "Test")
     _require_dir(split_dir, f"{split} split")
     prefix = "Train" if split == "train" else "Test"
     entries = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
     video_dirs = [p for p in entries if prefix in p.name and not p.name.endswith("_gt")]
-    frames, video_idx, names = _collect(video_dirs, extension)
+    frames, video_idx, names = _collect(video_dirs, extensions)
     result = VideoSplit(root, split, frames, video_idx, names)
     gt_dirs = [p for p in entries if p.name.endswith("_gt")]
     if split == "test" and gt_dirs:
         masks = []
         for video, length in zip(video_dirs, result.video_lengths):
-            video_masks = _sorted_frames(split_dir / f"{video.name}_gt", ".bmp")
+            video_masks = _sorted_frames(split_dir / f"{video.name}_gt", (".bmp",))
             if len(video_masks) != length:
                 raise VECError(f"{split_dir / (video.name + '_gt')}: {len(video_masks)} ground-truth masks for "
                                f"{length} frames of video {video.name}; every TestNNN folder needs a TestNNN_gt folder "
@@ -65,49 +78,58 @@ def _read_ucsd(root: Path, split: str, extension: str) -> VideoSplit:
     return result
 
 
-def _read_avenue(root: Path, split: str, extension: str) -> VideoSplit:
+def avenue_label_file(gt_dir: Path, video_name: str, position: int) -> Path:
+    """Avenue's ground truth of test video `video_name` (`05` -> 5_label.mat); a name without
+    digits takes its 1-based position. By name, so a copy missing some videos still matches."""
+    digits = re.findall(r"\d+", video_name)
+    return gt_dir / f"{int(digits[-1]) if digits else position}_label.mat"
+
+
+def _read_avenue(root: Path, split: str, extensions: tuple[str, ...]) -> VideoSplit:
     split_dir = root / ("training" if split == "train" else "testing") / "frames"
     _require_dir(split_dir, f"{split} split")
     video_dirs = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
-    frames, video_idx, names = _collect(video_dirs, extension)
+    frames, video_idx, names = _collect(video_dirs, extensions)
     result = VideoSplit(root, split, frames, video_idx, names)
     gt_dir = root / "ground_truth_demo" / "testing_label_mask"
     if split == "test" and gt_dir.is_dir():
         from scipy.io import loadmat
 
-        labels = []
-        for number in range(1, len(video_dirs) + 1):
-            mat = gt_dir / f"{number}_label.mat"
+        labels, mats = [], []
+        for position, (name, length) in enumerate(zip(names, result.video_lengths), start=1):
+            mat = avenue_label_file(gt_dir, name, position)
             if not mat.is_file():
-                raise VECError(f"ground truth {mat} is missing; Avenue needs one N_label.mat per test video")
+                raise VECError(f"ground truth {mat} of test video {name} is missing; Avenue needs one "
+                               "N_label.mat per test video")
             masks = loadmat(str(mat), verify_compressed_data_integrity=False)["volLabel"].ravel()
-            if len(masks) != result.video_lengths[number - 1]:
-                raise VECError(f"{mat}: {len(masks)} labelled frames for {result.video_lengths[number - 1]} "
-                               f"frames of test video {names[number - 1]}")
+            if len(masks) != length:
+                raise VECError(f"{mat}: {len(masks)} labelled frames for {length} frames of test video {name}")
             labels += [int(np.asarray(m).max() > 0) for m in masks]
+            mats.append(mat)
         result.labels = np.asarray(labels, dtype=np.int64)
-        result.mask_reader = _avenue_mask_reader(gt_dir, result)
+        result.mask_reader = _per_video_mask_reader(mats, result, _avenue_masks)
     return result
 
 
-def _avenue_mask_reader(gt_dir: Path, split: VideoSplit):
-    """Frame i's mask from its video's `volLabel`, one video's .mat file held at a time."""
+def _avenue_masks(mat: Path):
     from scipy.io import loadmat
 
-    @functools.lru_cache(maxsize=1)
-    def video_masks(number: int):
-        return loadmat(str(gt_dir / f"{number}_label.mat"), verify_compressed_data_integrity=False)["volLabel"].ravel()
+    return loadmat(str(mat), verify_compressed_data_integrity=False)["volLabel"].ravel()
 
+
+def _per_video_mask_reader(files: list[Path], split: VideoSplit, load):
+    """Frame i's mask (bool) from its video's file, `load(file)[frame]`, one video's file held at a time."""
+    video_masks = functools.lru_cache(maxsize=1)(load)
     starts = np.concatenate([[0], np.cumsum(split.video_lengths)])
 
     def read(i: int) -> np.ndarray:
         number = int(split.frame_video_idx[i])
-        return np.asarray(video_masks(number)[i - starts[number - 1]]) > 0
+        return np.asarray(video_masks(files[number - 1])[i - starts[number - 1]]) > 0
 
     return read
 
 
-def _read_shanghaitech(root: Path, split: str, extension: str) -> VideoSplit:
+def _read_shanghaitech(root: Path, split: str, extensions: tuple[str, ...]) -> VideoSplit:
     if split == "train":
         parts = [root / "training" / "videosFrame"]
     else:
@@ -116,7 +138,7 @@ def _read_shanghaitech(root: Path, split: str, extension: str) -> VideoSplit:
         _require_dir(part, f"{split} split")
     video_dirs = [v for part in parts if part.is_dir()
                   for v in sorted((p for p in part.iterdir() if p.is_dir()), key=lambda p: p.name)]
-    frames, video_idx, names = _collect(video_dirs, extension)
+    frames, video_idx, names = _collect(video_dirs, extensions)
     result = VideoSplit(root, split, frames, video_idx, names)
     gt_dir = root / "Testing" / "test_frame_mask"
     if split == "test" and gt_dir.is_dir():
@@ -130,6 +152,19 @@ def _read_shanghaitech(root: Path, split: str, extension: str) -> VideoSplit:
                 raise VECError(f"{path}: {len(video_labels)} frame labels for {length} frames of video {name}")
             labels.append(video_labels)
         result.labels = (np.concatenate(labels) > 0).astype(np.int64)
+    pixel_dir = root / "Testing" / "test_pixel_mask"
+    if split == "test" and gt_dir.is_dir() and pixel_dir.is_dir():
+        files = []
+        for name, length in zip(names, result.video_lengths):
+            path = pixel_dir / f"{name}.npy"
+            if not path.is_file():
+                raise VECError(f"pixel ground truth {path} of test video {name} is missing; ShanghaiTech's "
+                               f"{pixel_dir.name} folder needs one <video>.npy per test video (or remove the folder)")
+            count = np.load(path, mmap_mode="r").shape[0]
+            if count != length:
+                raise VECError(f"{path}: {count} pixel masks for {length} frames of video {name}")
+            files.append(path)
+        result.mask_reader = _per_video_mask_reader(files, result, lambda path: np.load(path, mmap_mode="r"))
     return result
 
 
@@ -137,11 +172,15 @@ _READERS = {"UCSDped2": _read_ucsd, "avenue": _read_avenue, "ShanghaiTech": _rea
 
 
 def open_split(dataset_dir: Path, layout: str, split: str, extension: str | None = None) -> VideoSplit:
-    """Index one split of a dataset stored in the `layout` of a benchmark (docs/method.md §1)."""
+    """Index one split of a dataset stored in the `layout` of a benchmark (docs/method.md §1).
+
+    Frames are the layout's files (FRAME_EXTENSIONS) or lossless PNGs decoded from the official
+    videos, unless `extension` names the one kind to read."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     _require_dir(Path(dataset_dir), "dataset")
-    result = _READERS[layout](Path(dataset_dir), split, extension or FRAME_EXTENSIONS[layout])
+    extensions = (extension,) if extension else (FRAME_EXTENSIONS[layout], DECODED_FRAME_EXTENSION)
+    result = _READERS[layout](Path(dataset_dir), split, extensions)
     if len(result) == 0:
         raise VECError(f"no {split} frames found in {dataset_dir} ({layout} layout)")
     return result

@@ -11,9 +11,10 @@ from utils.errors import VECError
 from utils.flow.base import FlowBackend
 from utils.io import load_state_dict_file
 from utils.precision import autocast, check_precision
+from utils.weights import WEIGHTS, missing_hint
 
-CHECKPOINT_URL = "https://drive.google.com/file/d/1hF8vS6YeHkx3j2pfCeQqqZGwA_PJq_Da/view?usp=sharing"
-DEFAULT_CHECKPOINT = Path("FlowNet2_src/pretrained/FlowNet2_checkpoint.pth.tar")
+CHECKPOINT_URL = WEIGHTS["flownet2"].page
+DEFAULT_CHECKPOINT = WEIGHTS["flownet2"].default_path
 
 
 def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch.device = "cpu") -> FlowNet2:
@@ -23,9 +24,7 @@ def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch
     (strict), and nothing but tensors and plain values is unpickled (weights_only=True).
     """
     path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_CHECKPOINT
-    state = load_state_dict_file(path, "run `python -m utils.weights fetch flownet2` (or download "
-                                 f"FlowNet2_checkpoint.pth.tar from {CHECKPOINT_URL} into FlowNet2_src/pretrained/), "
-                                 "or set flow_method = dis (no weights needed)")
+    state = load_state_dict_file(path, f"{missing_hint('flownet2')}, or set flow_method = dis (no weights needed)")
     if state is None:
         raise VECError(f"{path} is not a FlowNet2 checkpoint (expected a dict with a 'state_dict')")
     model = FlowNet2()

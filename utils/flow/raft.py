@@ -13,8 +13,9 @@ from torchvision.models.optical_flow import raft_large
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
 from utils.io import load_torch_file
+from utils.weights import WEIGHTS, missing_hint
 
-WEIGHTS_URL = "https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth"
+WEIGHTS_URL = WEIGHTS["raft"].url
 
 
 class RaftFlow(FlowBackend):
@@ -25,8 +26,8 @@ class RaftFlow(FlowBackend):
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "RaftFlow":
         path = Path(path)
         if not path.is_file():
-            raise VECError(f"RAFT weights {path} not found: run `python -m utils.weights fetch raft` (or download "
-                           f"{WEIGHTS_URL} into FlowNet2_src/pretrained/), or set flow_method = dis (no weights needed)")
+            raise VECError(f"RAFT weights {path} not found: {missing_hint('raft')}, "
+                           "or set flow_method = dis (no weights needed)")
         model = raft_large(weights=None, progress=False)
         try:
             model.load_state_dict(load_torch_file(path))

@@ -15,19 +15,18 @@ from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
 from utils.errors import VECError
 from utils.io import load_state_dict_file
 from utils.precision import autocast, check_precision
+from utils.weights import WEIGHTS, missing_hint
 
 Detector = Callable[[Sequence[np.ndarray]], list]
 
-CHECKPOINT_NAME = "cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth"
-CHECKPOINT_URL = ("https://download.openmmlab.com/mmdetection/v2.0/cascade_rcnn/cascade_rcnn_r101_fpn_1x_coco/"
-                  + CHECKPOINT_NAME)
+CHECKPOINT_NAME = WEIGHTS["cascade_rcnn"].filename
+CHECKPOINT_URL = WEIGHTS["cascade_rcnn"].url
 
 
 def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> CascadeRCNN:
     """The model-zoo checkpoint (dict with `state_dict` and `meta`), loaded safely and strictly, eval mode."""
     path = Path(checkpoint_path)
-    state = load_state_dict_file(path, "run `python -m utils.weights fetch cascade_rcnn` (or download "
-                                 f"{CHECKPOINT_URL} into obj_det_checkpoints/), or use the reference's box files, "
+    state = load_state_dict_file(path, f"{missing_hint('cascade_rcnn')}, or use the reference's box files, "
                                  "or set detector = none in config.cfg")
     model = CascadeRCNN()
     if state is None or set(state) != set(model.state_dict()):
