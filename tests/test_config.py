@@ -1,9 +1,26 @@
 """config.cfg: the repository's file loads with the reference's values; bad files fail in one line."""
+import configparser
+import dataclasses
+import importlib.util
+import json
+
 import pytest
 
 from tests.conftest import REPO, write_config
 from utils.config import load_config
+from utils.datasets import generate_synthetic
 from utils.errors import VECError
+
+
+MANIFEST = "synthetic_model_obj_det_with_motion_SelfComplete.json"
+
+
+def script(name: str):
+    """An entry script as a module (`test.py` would otherwise be Python's own `test` package)."""
+    spec = importlib.util.spec_from_file_location(f"vec_script_{name}", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_repository_config_keeps_reference_values(tmp_path):
@@ -54,7 +71,8 @@ def test_missing_file(tmp_path):
     (("nf = 8\n", "nf = 8\nepoch = 3\n"), r"unknown key 'epoch' in \[synthetic\]; did you mean 'epochs'\?"),
     (("[SelfComplete]", "[SelfComplet]"), r"unknown section \[SelfComplet\]; did you mean 'SelfComplete'\?"),
     (("seed = 0", "sed = 0"), r"unknown key 'sed' in \[shared_parameters\]; did you mean 'seed'\?"),
-    (("motionThr = 0\nflow_method = dis", "motionthr = 0\nflow_method = dis"), r"did you mean 'motion(Thr|_thr)'\?"),
+    (("motionThr = 0\nflow_method = dis", "motionTr = 0\nflow_method = dis"), r"did you mean 'motion(Thr|_thr)'\?"),
+    (("nf = 8\n", "nf = 8\nEPOCS = 3\n"), r"unknown key 'EPOCS' in \[synthetic\]; did you mean 'epochs'\?"),
 ])
 def test_misspelled_keys_and_sections_name_the_closest_known_one(tmp_path, change, message):
     path = write_config(tmp_path)
@@ -110,3 +128,44 @@ def test_defaults_live_on_the_schema(tmp_path):
     assert cfg.dataset.layout == "avenue" and cfg.dataset.patch_size == 32 and cfg.dataset.flow_method == "flownet2"
     assert (cfg.cloze.epochs, cfg.cloze.batch_size, cfg.cloze.nf, cfg.cloze.w_raw) == (20, 128, 32, 0.5)
     assert cfg.raw_dataset_dir == tmp_path / "raw_datasets" and cfg.dataset.flownet2_checkpoint.is_absolute()
+
+
+def _written_by_configparser(path):
+    """`path` read and written back by Python's configparser, as a tool editing it would: keys lowercased."""
+    parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+    parser.read(path)
+    written = path.with_name("written.cfg")
+    with written.open("w") as f:
+        parser.write(f)
+    return written
+
+
+def test_keys_match_in_any_case(tmp_path):
+    path = write_config(tmp_path)
+    written = _written_by_configparser(path)
+    text = written.read_text()
+    assert "motionthr = 0" in text and "userange" not in text and "rawrange = 10" in text and "motionThr" not in text
+    for dataset in ("synthetic", "UCSDped2", "avenue", "ShanghaiTech"):
+        chosen = [f"shared_parameters.dataset_name={dataset}"]
+        original = load_config(path, chosen)
+        assert dataclasses.replace(load_config(written, chosen), config_path=path) == original
+    # --set replaces the file's key whatever the case of either; two spellings of one key in a file are refused.
+    cfg = load_config(written, ["synthetic.MotionThr=0.5", "SelfComplete.RAWRANGE=2", "synthetic.NF=3"])
+    assert (cfg.dataset.motion_thr, cfg.cloze.raw_range, cfg.cloze.nf) == (0.5, 2, 3)
+    with pytest.raises(VECError, match=r"--set synthetic.EPOCHS = 'x' is not an integer"):
+        load_config(written, ["synthetic.EPOCHS=x"])
+    path.write_text(path.read_text().replace("nf = 8\n", "nf = 8\nNF = 4\n"))
+    with pytest.raises(VECError, match=r"\[synthetic\] sets nf twice \(nf and NF\); keep one"):
+        load_config(path)
+
+
+def test_a_config_written_by_configparser_trains(tmp_path, capsys):
+    generate_synthetic(tmp_path / "raw_datasets" / "synthetic", seed=4, n_train=1, n_test=1, n_frames=12,
+                       progress=False)
+    written = _written_by_configparser(write_config(tmp_path, nf=2))
+    assert script("calc_img_inputs").main(["--config", str(written), "--split", "train"]) == 0
+    assert script("train").main(["--config", str(written), "--set", "synthetic.EPOCHS=1"]) == 0, \
+        capsys.readouterr().err[-2000:]
+    manifest = json.loads((tmp_path / "data" / "raw2flow" / MANIFEST).read_text())
+    assert manifest["settings"]["nf"] == 2 and manifest["settings"]["motion_thr"] == 0
+    assert capsys.readouterr().out.count("trained on ") == 1

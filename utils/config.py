@@ -9,9 +9,10 @@ The file keeps the reference's INI sections and keys:
     [SelfComplete]        ClozeConfig    the cloze networks and their training
 
 Each section is a frozen dataclass whose fields carry the defaults; a key is read by
-its field name (or the reference's spelling in `ALIASES`) and converted by the field's
-type. A dataset section may also set any `[SelfComplete]` key, which then holds for
-that dataset only. Unknown sections and keys are errors naming the closest known key,
+its field name (or the reference's spelling in `ALIASES`) in any case, as configparser
+matches keys, and converted by the field's type; section names keep their case. A
+dataset section may also set any `[SelfComplete]` key, which then holds for that
+dataset only. Unknown sections and keys are errors naming the closest known key,
 so a typo never falls back to a default silently. Relative paths are resolved
 against the folder holding the config file. `--set SECTION.KEY=VALUE` on every script
 overrides the file.
@@ -221,36 +222,69 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def key_name(key: str) -> str:
+    """The schema's name of a key as written. Keys match in any case, as configparser's own do (a
+    file it wrote back has them lowercased), and the reference's spellings are aliases:
+    motionThr, motionthr and MOTION_THR are all motion_thr."""
+    lowered = key.strip().lower()
+    return _ALIAS_NAMES.get(lowered, lowered)
+
+
+_ALIAS_NAMES = {alias.lower(): name for alias, name in ALIASES.items()}
+
+
 def _closest(word: str, known) -> str:
-    match = difflib.get_close_matches(word, list(known), n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    by_lowered = {name.lower(): name for name in known}
+    match = difflib.get_close_matches(word.lower(), list(by_lowered), n=1, cutoff=0.5)
+    return f"; did you mean '{by_lowered[match[0]]}'?" if match else ""
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """One key as it was written: its spelling, its text, and where (the file or --set), for error lines."""
+
+    section: str
+    key: str
+    text: str
+    source: str  # the config file's path, or "--set SECTION.KEY"
+
+    @property
+    def where(self) -> str:
+        return self.source if self.source.startswith("--set ") else f"{self.source}: [{self.section}] {self.key}"
+
+
+def _read_settings(parser: configparser.ConfigParser, path: Path,
+                   overrides: list[str] | None) -> dict[str, dict[str, _Setting]]:
+    """section → key name (`key_name`) → its setting; `--set` replaces the file's setting of the
+    same key, whatever the case or spelling of either. Section names keep their case."""
+    settings: dict[str, dict[str, _Setting]] = {}
+    for section in parser.sections():
+        keys = settings[section] = {}
+        for key in parser.options(section):
+            name = key_name(key)
+            if name in keys:
+                raise VECError(f"{path}: [{section}] sets {name} twice ({keys[name].key} and {key}); keep one")
+            keys[name] = _Setting(section, key, parser.get(section, key), str(path))
+    for section, key, value in parse_overrides(overrides):
+        settings.setdefault(section, {})[key_name(key)] = _Setting(section, key, value, f"--set {section}.{key}")
+    return settings
 
 
 class _Reader:
-    def __init__(self, parser: configparser.ConfigParser, path: Path, set_by_command_line: set) -> None:
-        self.parser, self.path, self.set_by_command_line = parser, path, set_by_command_line
+    def __init__(self, settings: dict[str, dict[str, _Setting]], path: Path) -> None:
+        self.settings, self.path = settings, path
 
-    def lookup(self, section: str, key: str) -> str | None:
-        """The raw value of `key` (field name or its reference alias) in `section`, or None."""
-        if not self.parser.has_section(section):
-            return None
-        for spelling in [key] + [alias for alias, name in ALIASES.items() if name == key]:
-            if self.parser.has_option(section, spelling):
-                return self.parser.get(section, spelling)
-        return None
+    def lookup(self, section: str, key: str) -> _Setting | None:
+        """The setting of `key` (a field name) in `section`, in whatever spelling it was written, or None."""
+        return self.settings.get(section, {}).get(key)
 
     def origin(self, section: str, key: str) -> str:
-        spelled = next((s for s in [key, *ALIASES] if (section, s) in self.set_by_command_line
-                        and ALIASES.get(s, s) == key), None)
-        if spelled:
-            return f"--set {section}.{spelled}"
-        spelled = next((s for s in [key, *ALIASES] if ALIASES.get(s, s) == key
-                        and self.parser.has_option(section, s)), key)
-        return f"{self.path}: [{section}] {spelled}"
+        setting = self.lookup(section, key)
+        return setting.where if setting is not None else f"{self.path}: [{section}] {key}"
 
-    def convert(self, section: str, key: str, text: str, kind, metadata) -> object:
-        text = text.strip()
-        where = self.origin(section, key)
+    def convert(self, setting: _Setting, kind, metadata) -> object:
+        text = setting.text.strip()
+        where = setting.where
 
         def fail(allowed: str) -> VECError:
             hint = f" ({metadata['hint']})" if "hint" in metadata else ""
@@ -307,9 +341,9 @@ class _Reader:
                 values[f.name] = self.read(hints[f.name], sections)
                 continue
             for section in sections:
-                raw = self.lookup(section, f.name)
-                if raw is not None:
-                    values[f.name] = self.convert(section, f.name, raw, hints[f.name], f.metadata)
+                setting = self.lookup(section, f.name)
+                if setting is not None:
+                    values[f.name] = self.convert(setting, hints[f.name], f.metadata)
                     break
             else:
                 if isinstance(f.default, Path):
@@ -341,22 +375,25 @@ def _known_keys(section: str, is_dataset: bool) -> set[str]:
     return set()
 
 
-def _check_names(parser: configparser.ConfigParser, path: Path) -> None:
+def _check_names(settings: dict[str, dict[str, _Setting]], path: Path) -> None:
     """Refuse unknown sections and keys, naming the closest known one."""
     fixed = (SHARED, TRAIN, TEST, CLOZE)
-    for section in parser.sections():
-        is_dataset = section in BUILTIN_DATASETS or parser.has_option(section, "layout")
+    ignored = {key_name(key) for key in IGNORED_KEYS}
+    for section, keys in settings.items():
+        is_dataset = section in BUILTIN_DATASETS or "layout" in keys
         if section not in fixed and not is_dataset:
-            raise VECError(f"{path}: unknown section [{section}]{_closest(section, fixed + BUILTIN_DATASETS)} "
+            source = next(iter(keys.values())).source if keys else str(path)
+            raise VECError(f"{source}: unknown section [{section}]{_closest(section, fixed + BUILTIN_DATASETS)} "
                            "(a section for your own dataset needs a `layout = ...` key)")
         known = _known_keys(section, is_dataset)
-        for key in parser.options(section):
-            name = ALIASES.get(key, key)
-            if name not in known and key not in IGNORED_KEYS:
-                raise VECError(f"{path}: unknown key '{key}' in [{section}]{_closest(key, known | set(ALIASES))}")
+        for name, setting in keys.items():
+            if name not in known and name not in ignored:
+                raise VECError(f"{setting.source}: unknown key '{setting.key}' in [{section}]"
+                               f"{_closest(setting.key, known | set(ALIASES))}")
     for section, expected in ((TRAIN, "train"), (TEST, "test")):
-        if parser.has_option(section, "mode") and parser.get(section, "mode").strip() != expected:
-            raise VECError(f"{path}: [{section}] mode must be {expected}")
+        mode = settings.get(section, {}).get("mode")
+        if mode is not None and mode.text.strip() != expected:
+            raise VECError(f"{mode.where} must be {expected}")
 
 
 def _check_precisions(reader: _Reader, section: str, dataset: DatasetConfig, device: str) -> None:
@@ -393,31 +430,26 @@ def load_config(path: str | Path = "config.cfg", overrides: list[str] | None = N
     path = Path(path)
     if not path.is_file():
         raise VECError(f"config file {path} not found; pass --config PATH or run from the repository root")
-    # Keys keep their case: the reference writes motionThr, rawRange, useFlow.
+    # Keys keep their spelling for error lines (the reference writes motionThr); `key_name` matches them.
     parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
     parser.optionxform = str
     try:
         parser.read(path)
     except configparser.Error as err:
         raise VECError(f"{path} is not a valid INI file: {str(err).splitlines()[0]}") from None
-    set_by_command_line = set()
-    for section, key, value in parse_overrides(overrides):
-        if not parser.has_section(section):
-            parser.add_section(section)
-        parser.set(section, key, value)
-        set_by_command_line.add((section, key))
-    _check_names(parser, path)
+    settings = _read_settings(parser, path, overrides)
+    _check_names(settings, path)
 
-    reader = _Reader(parser, path, set_by_command_line)
+    reader = _Reader(settings, path)
     shared = reader.read(SharedConfig, [SHARED])
     try:
         resolve_device(shared.device)
     except VECError as err:
         raise VECError(f"{reader.origin(SHARED, 'device')}: {err}") from None
     name = shared.dataset_name
-    if not parser.has_section(name):
+    if name not in settings:
         raise VECError(f"{path}: dataset_name = {name} but there is no [{name}] section"
-                       f"{_closest(name, [s for s in parser.sections() if s not in (SHARED, TRAIN, TEST, CLOZE)])}")
+                       f"{_closest(name, [s for s in settings if s not in (SHARED, TRAIN, TEST, CLOZE)])}")
     given = {"name": name}
     if reader.lookup(name, "layout") is None:
         if name not in ("UCSDped2", "avenue", "ShanghaiTech"):
