@@ -85,7 +85,7 @@ def test_misspelled_keys_and_sections_name_the_closest_known_one(tmp_path, chang
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("patch_size", "-3", "must be ≥ 1"), ("batch_size", "0", "must be ≥ 1"), ("nf", "0", "must be ≥ 1"),
+    ("patch_size", "-3", "must be ≥ 8"), ("batch_size", "0", "must be ≥ 1"), ("nf", "0", "must be ≥ 1"),
     ("epochs", "abc", r"\[synthetic\] epochs = 'abc' is not an integer"),
 ])
 def test_ranges_and_types_name_the_section_the_value_came_from(tmp_path, key, value, message):
@@ -169,3 +169,56 @@ def test_a_config_written_by_configparser_trains(tmp_path, capsys):
     manifest = json.loads((tmp_path / "data" / "raw2flow" / MANIFEST).read_text())
     assert manifest["settings"]["nf"] == 2 and manifest["settings"]["motion_thr"] == 0
     assert capsys.readouterr().out.count("trained on ") == 1
+
+
+@pytest.mark.parametrize("assignment, error", [
+    # [SelfComplete] values that [synthetic] overrides are checked all the same
+    ("SelfComplete.nf=abc", "--set SelfComplete.nf = 'abc' is not an integer"),
+    ("SelfComplete.nf=", "--set SelfComplete.nf = '' is not an integer"),
+    ("SelfComplete.epochs=abc", "--set SelfComplete.epochs = 'abc' is not an integer"),
+    ("SelfComplete.epochs=-2", "--set SelfComplete.epochs = '-2' is out of range: it must be ≥ 1"),
+    ("SelfComplete.nf=50%", "--set SelfComplete.nf = '50%' is not an integer"),
+    ("SelfComplete.rawRange=-1", "--set SelfComplete.rawRange = '-1' is out of range: it must be ≥ 0"),
+    ("SelfComplete.learning_rate=nan", "--set SelfComplete.learning_rate = 'nan' is not a finite number"),
+    ("SelfComplete.learning_rate=0", "--set SelfComplete.learning_rate = '0' is out of range: it must be > 0"),
+    ("SelfComplete.w_of=inf", "--set SelfComplete.w_of = 'inf' is not a finite number"),
+    ("SelfComplete.w_raw=-0.5", "--set SelfComplete.w_raw = '-0.5' is out of range: it must be ≥ 0"),
+    ("SelfComplete.precision=fp16", "--set SelfComplete.precision = 'fp16' is not one of fp32, bf16"),
+    ("synthetic.smoothing_sigma=-1", "--set synthetic.smoothing_sigma = '-1' is out of range: it must be ≥ 0"),
+    ("synthetic.score_thr=1.5", "--set synthetic.score_thr = '1.5' is out of range: it must be between 0 and 1"),
+    ("synthetic.min_area=-inf", "--set synthetic.min_area = '-inf' is not a finite number"),
+    ("synthetic.motionThr=-1", "--set synthetic.motionThr = '-1' is out of range: it must be ≥ 0"),
+    ("synthetic.blur_size=4", "--set synthetic.blur_size = '4' is not an odd number (a Gaussian blur's kernel size)"),
+    ("shared_parameters.seed=4294967296",
+     "--set shared_parameters.seed = '4294967296' is out of range: it must be between 0 and 4294967295"),
+    ("train_parameters.mode=test", "--set train_parameters.mode = 'test' is not one of train"),
+    # a dataset section that is not the chosen one
+    ("UCSDped2.binary_thr=300", "--set UCSDped2.binary_thr = '300' is out of range: it must be between 0 and 255"),
+    ("avenue.patch_size=20",
+     "--set avenue.patch_size = '20' is not a multiple of 8 (the cloze networks halve the patch three times)"),
+])
+def test_a_bad_value_anywhere_stops_the_script_in_one_line(tmp_path, capsys, assignment, error):
+    config = write_config(tmp_path)
+    assert script("train").main(["--config", str(config), "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: {error}" and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.cfg"]  # nothing generated, nothing written
+
+
+def test_an_overridden_value_in_the_file_is_checked_where_it_is_written(tmp_path):
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace("nf = 32\n", "nf = thirty-two\n"))  # [SelfComplete]; [synthetic] sets nf = 8
+    with pytest.raises(VECError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: [SelfComplete] nf = 'thirty-two' is not an integer"
+
+
+@pytest.mark.parametrize("fps", ["inf", "nan", "0", "-25", "abc"])
+def test_fps_is_a_finite_positive_number(tmp_path, capsys, fps):
+    with pytest.raises(SystemExit) as exit_status:
+        script("test").main(["--config", str(write_config(tmp_path)), "--video", "clip.mp4", "--fps", fps])
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: argument --fps: '{fps}' is not "
+                                                                     + ("a number" if fps == "abc" else
+                                                                        "a finite number > 0"))
