@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from utils.errors import VECError
-from utils.precision import check_precision
+from utils.precision import check_precision, check_precision_applies
 
 FlowMethod = Literal["flownet2", "dis", "farneback", "raft"]
 Detector = Literal["cascade_rcnn", "mmdet", "none"]
@@ -434,12 +434,10 @@ def _check_precisions(reader: _Reader, section: str, dataset: DatasetConfig, clo
                       device: str) -> None:
     """fp16 / bf16 only for the network that honours it, and only where torch.autocast supports it
     (utils.precision.check_precision) on the device the run uses."""
-    for key, method_key, network in (("flow_precision", "flow_method", "flownet2"),
-                                     ("detector_precision", "detector", "cascade_rcnn")):
-        value, method = getattr(dataset, key), getattr(dataset, method_key)
-        if value != "fp32" and method != network:
-            raise VECError(f"{reader.origin(section, key)} = {value!r} applies to {method_key} = {network} only, "
-                           f"not {method}; set it to fp32")
+    for key, chooser, network in (("flow_precision", "flow_method", "flownet2"),
+                                  ("detector_precision", "detector", "cascade_rcnn")):
+        check_precision_applies(getattr(dataset, key), reader.origin(section, key), chooser,
+                                getattr(dataset, chooser), network)
     cloze_section = section if reader.lookup(section, "precision") is not None else CLOZE
     for where, key, value in ((section, "flow_precision", dataset.flow_precision),
                               (section, "detector_precision", dataset.detector_precision),
