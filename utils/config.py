@@ -288,11 +288,6 @@ def _schema(cls) -> dict[str, tuple[object, dict]]:
     return keys
 
 
-def schema_keys(cls) -> set[str]:
-    """Every key a section read into `cls` accepts (flattened dataclasses included)."""
-    return set(_schema(cls))
-
-
 def _section_schema(section: str, is_dataset: bool) -> dict[str, tuple[object, dict]]:
     if section == SHARED:
         return _schema(SharedConfig)
