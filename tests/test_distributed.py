@@ -102,10 +102,11 @@ def test_bad_device_and_timeout_under_torchrun_are_one_line_errors(monkeypatch):
     with pytest.raises(VECError, match="device = cuda:1 names one GPU but torchrun started 2 processes"):
         with distributed.process_group("cuda:1"):
             pass
-    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "soon")
-    with pytest.raises(VECError, match="VEC_DIST_TIMEOUT_MINUTES = 'soon' must be a positive number"):
-        with distributed.process_group("cpu"):
-            pass
+    for minutes in ("soon", "0", "-5", "nan", "inf", "1e300"):
+        monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, minutes)
+        with pytest.raises(VECError, match=f"VEC_DIST_TIMEOUT_MINUTES = '{minutes}' must be a finite positive number"):
+            with distributed.process_group("cpu"):
+                pass
     assert distributed.error_prefix() == "[rank 1 of 2] "
     assert not torch.distributed.is_initialized()
 

@@ -20,6 +20,7 @@ from models import CascadeRCNN
 from tests.conftest import REPO, needs_native, write_config
 from tests.detfill import det_fill
 from tests.matching import assert_same_boxes
+from utils.cloze_steps import ErrorStep
 from utils.config import load_config
 from utils.errors import VECError
 from utils.flow import build_flow_backend
@@ -205,6 +206,8 @@ def test_precision_for_other_backends_or_unsupported_devices_is_an_error():
         build_detector("mmdet", checkpoint=None, config=None, device="cpu", batch_size=1, precision="fp16")
     with pytest.raises(VECError, match="is not one of fp32, fp16, bf16"):
         check_precision("fp8", "cpu")
+    with pytest.raises(VECError, match="precision = fp16 is not one of fp32, bf16"):  # the cloze steps' choices
+        ErrorStep(torch.nn.Identity(), use_flow=True, batch_size=1, device="cpu", precision="fp16")
     if not torch.cuda.is_available():  # autocast turns itself off on a device that is not there
         with pytest.raises(VECError, match="not supported by torch .* autocast on cuda"):
             check_precision("fp16", "cuda")

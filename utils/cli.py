@@ -7,6 +7,7 @@ and an error line names the rank it comes from.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from typing import Callable
@@ -48,6 +49,17 @@ def run_script(description: str, run: Callable[[RunConfig, argparse.Namespace], 
         return 130
     finally:
         warnings.showwarning = previous_show_warning
+
+
+def positive_number(text: str) -> float:
+    """argparse type of a number flag such as --fps: finite and > 0 (nan, inf, 0 and negatives refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number > 0")
+    return value
 
 
 _default_show_warning = warnings.showwarning

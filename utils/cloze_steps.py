@@ -26,8 +26,7 @@ from torch import Tensor, nn
 
 from utils import distributed
 from utils.cubes import CubeStore
-from utils.errors import VECError
-from utils.precision import autocast, warn_if_emulated
+from utils.precision import autocast, check_precision
 from utils.prefetch import prefetch
 
 CLOZE_PRECISIONS = ("fp32", "bf16")
@@ -36,9 +35,7 @@ CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capturing (as to
 
 def forward_context(precision: str, device: torch.device, capturing: bool = False) -> contextlib.AbstractContextManager:
     """The cloze networks' forward context (utils.precision.autocast): none for fp32, the reference's
-    arithmetic untouched; an unknown precision is a one-line error."""
-    if precision not in CLOZE_PRECISIONS:
-        raise VECError(f"precision = {precision} is unknown; use {' or '.join(CLOZE_PRECISIONS)}")
+    arithmetic untouched. The steps check `precision` once, when built."""
     return autocast(precision, device, cache_enabled=not capturing)
 
 
@@ -139,8 +136,7 @@ class TrainStep:
         self.lambda_raw, self.lambda_of, self.use_flow = lambda_raw, lambda_of, use_flow
         self.batch_size, self.world_size = batch_size, world_size
         self.capture = wants_capture(self.device, capture)
-        forward_context(precision, self.device)  # rejects an unknown precision before any work
-        warn_if_emulated(precision, self.device)
+        check_precision(precision, self.device, "precision", CLOZE_PRECISIONS)  # before any work
         # capturable: Adam's step counter lives on the GPU, so its update can be replayed.
         options = {"capturable": True, "foreach": True} if self.capture else {}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, eps=1e-7, weight_decay=0.0, **options)
@@ -231,8 +227,7 @@ class ErrorStep:
         self.model, self.use_flow, self.batch_size = model, use_flow, batch_size
         self.device, self.precision = torch.device(device), precision
         self.capture = wants_capture(self.device, capture)
-        forward_context(precision, self.device)
-        warn_if_emulated(precision, self.device)
+        check_precision(precision, self.device, "precision", CLOZE_PRECISIONS)
         self._graph: _Captured | None = None
 
     def _errors(self, raw: Tensor, flow: Tensor, capturing: bool = False) -> tuple[Tensor, Tensor]:

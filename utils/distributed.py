@@ -23,6 +23,7 @@ it stops with one line instead of hanging.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 import sys
@@ -253,11 +254,11 @@ def _timeout() -> datetime.timedelta:
     text = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT_MINUTES))
     try:
         minutes = float(text)
-    except ValueError:
-        minutes = -1.0
-    if minutes <= 0:
-        raise VECError(f"{TIMEOUT_VARIABLE} = {text!r} must be a positive number of minutes")
-    return datetime.timedelta(minutes=minutes)
+        if not (math.isfinite(minutes) and minutes > 0):
+            raise ValueError(text)
+        return datetime.timedelta(minutes=minutes)
+    except (ValueError, OverflowError):  # not a number, nan, inf, ≤ 0, or more than a timedelta holds
+        raise VECError(f"{TIMEOUT_VARIABLE} = {text!r} must be a finite positive number of minutes") from None
 
 
 def _uses_cuda(device: str) -> bool:

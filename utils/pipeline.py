@@ -15,7 +15,9 @@ Each step reads the settings it needs from a `RunConfig` and calls the library f
 Under torchrun (utils/distributed.py) every rank runs each step: flow, boxes and cubes
 of its share of the videos (`frames_of_this_rank`), its share of each training batch and
 of the cubes to score; rank 0 writes the shared files (box file, merged cube store, model,
-results) while the others wait. In a single process none of this changes anything.
+results) while the others wait. Each step is written once: a single process is the case of
+one rank, whose share is every frame, whose gathers return its own result and whose cube
+part is the store itself.
 """
 from __future__ import annotations
 
@@ -62,19 +64,17 @@ def compute_flow(cfg: RunConfig, split: VideoSplit, device: str) -> int:
     backend = build_flow_backend(cfg.dataset.flow_method, device=device,
                                  flownet2_checkpoint=cfg.dataset.flownet2_checkpoint,
                                  raft_weights=cfg.dataset.raft_weights, precision=cfg.dataset.flow_precision)
-    if not distributed.active():
-        return compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size)
     written = compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size,
                                  progress=distributed.is_main(), frames=frames_of_this_rank(split))
     return sum(distributed.gather_objects(written))
 
 
-def frames_of_this_rank(split: VideoSplit) -> np.ndarray:
+def frames_of_this_rank(split: VideoSplit) -> list[int]:
     """The frames of this rank's videos: consecutive videos, shared out by frame count, so the
     ranks' frames in rank order are the split's frames in order (all of them in one process)."""
     first, stop = distributed.share_bounds(len(split.video_names), distributed.rank(), distributed.world_size(),
                                            split.video_lengths)
-    return np.flatnonzero((split.frame_video_idx > first) & (split.frame_video_idx <= stop))
+    return np.flatnonzero((split.frame_video_idx > first) & (split.frame_video_idx <= stop)).tolist()
 
 
 def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
@@ -116,10 +116,6 @@ def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.nd
         return build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
                               device=device, batch_size=ds.detector_batch_size, precision=ds.detector_precision)
 
-    if not distributed.active():
-        return split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
-                           reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
-                           batch_size=ds.detector_batch_size, settings=box_settings(cfg))
     # Each rank its videos' boxes; all get every frame's boxes; rank 0 writes the file.
     boxes = split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
                         reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
@@ -153,14 +149,11 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
     if distributed.broadcast_object(reuse):  # rank 0 decides for all
         print(f"cubes: reusing {directory}")
         return CubeStore.open(directory)
-    if not distributed.active():
-        return build_cubes(split, boxes, cfg.flow_dir, directory, patch_size=ds.patch_size,
-                           context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
-                           border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
-                           w_block=ds.w_block, block_mode=options.block_mode, settings=settings)
     # Each rank crops its videos' cubes into a part store; rank 0 joins the parts in rank
     # order (the store one process would have made) while the others wait; all open it.
-    part = directory.with_name(f"{directory.name}.rank{distributed.rank()}")
+    # A single process crops into the store itself: nothing to join.
+    single = distributed.world_size() == 1
+    part = directory if single else directory.with_name(f"{directory.name}.rank{distributed.rank()}")
     try:
         build_cubes(split, boxes, cfg.flow_dir, part, patch_size=ds.patch_size,
                     context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
@@ -169,11 +162,13 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
                     progress=distributed.is_main(), frames=frames_of_this_rank(split))
         parts = distributed.gather_objects(part)
         if distributed.is_main():
-            merge_cube_stores(parts, directory, store_capacity(boxes, options.block_mode))
+            if not single:
+                merge_cube_stores(parts, directory, store_capacity(boxes, options.block_mode))
             for stale in directory.parent.glob(f"{directory.name}.rank*"):  # of a killed run with more ranks
                 shutil.rmtree(stale, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(part, ignore_errors=True)  # no part left behind when a rank failed
+        if not single:  # build_cubes leaves no half-written store; no part is left behind when a rank failed
+            shutil.rmtree(part, ignore_errors=True)
         raise
     distributed.barrier()
     return CubeStore.open(directory)
@@ -193,18 +188,14 @@ def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
     if len(store) < 2:
         raise VECError(f"only {len(store)} training cubes were found; check the boxes and the optical flow")
     print(f"training on {len(store)} cubes from {len(split)} frames ({device})")
-    if not distributed.active():
-        trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed)
-        paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
-                             scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
-    else:  # DistributedDataParallel; rank 0 writes the files while the others wait
-        trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed,
-                               progress=distributed.is_main(), parallel=True)
-        paths = None
-        if distributed.is_main():
-            paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode,
-                                 cfg.method, scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
-        paths = distributed.broadcast_object(paths)
+    # Under torchrun DistributedDataParallel; rank 0 writes the files while the others wait.
+    trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed,
+                           progress=distributed.is_main(), parallel=True)
+    paths = None
+    if distributed.is_main():
+        paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode,
+                             cfg.method, scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
+    paths = distributed.broadcast_object(paths)
     return {"n_cubes": len(store), "n_frames": len(split), "seconds": time.time() - started,
             "saved": [str(p) for p in paths]}
 

@@ -21,10 +21,13 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def check_precision(precision: str, device: str | torch.device, what: str = "precision") -> None:
-    """One-line VECError unless `precision` is known and torch.autocast supports it on `device` here."""
-    if precision not in PRECISIONS:
-        raise VECError(f"{what} = {precision} is not one of {', '.join(PRECISIONS)}")
+def check_precision(precision: str, device: str | torch.device, what: str = "precision",
+                    allowed: tuple[str, ...] = PRECISIONS) -> None:
+    """One-line VECError unless `precision` is one of `allowed` and torch.autocast supports it on `device`
+    here; a one-line warning where it would run emulated (`warn_if_emulated`). The one check of a
+    precision setting: the config, the flow and detector adapters and the cloze steps all call it."""
+    if precision not in allowed:
+        raise VECError(f"{what} = {precision} is not one of {', '.join(allowed)}")
     if precision == "fp32":
         return
     device_type = torch.device(device).type
@@ -41,8 +44,15 @@ def check_precision(precision: str, device: str | torch.device, what: str = "pre
         reason = str(err).splitlines()[0]
     if reason is not None:
         raise VECError(f"{what} = {precision} is not supported by torch {torch.__version__} autocast on "
-                       f"{device_type} ({reason}); use fp32 or another of {', '.join(PRECISIONS)}")
+                       f"{device_type} ({reason}); use fp32 or another of {', '.join(allowed)}")
     warn_if_emulated(precision, device, what)
+
+
+def check_precision_applies(precision: str, what: str, chooser: str, chosen: str, network: str) -> None:
+    """fp16 / bf16 only for the network that honours it: `what` (flow_precision, or where it was written)
+    applies when `chooser` (flow_method) is `network` (flownet2); `chosen` is what it is."""
+    if precision != "fp32" and chosen != network:
+        raise VECError(f"{what} = {precision} applies to {chooser} = {network} only, not {chosen}; set it to fp32")
 
 
 def emulated_on_this_cpu(precision: str, device: str | torch.device) -> bool:

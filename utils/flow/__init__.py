@@ -13,6 +13,7 @@ from utils.flow.base import FLOW_SIZE, FlowBackend
 from utils.flow.opencv import OpenCVFlow
 from utils.flow.store import compute_split_flow, flow_file_path, flow_pair, read_flow
 from utils.flow.visualize import flow_to_image
+from utils.precision import check_precision_applies
 
 __all__ = ["FLOW_SIZE", "FlowBackend", "OpenCVFlow", "build_flow_backend", "compute_split_flow", "flow_file_path",
            "flow_pair", "read_flow", "flow_to_image"]
@@ -23,9 +24,7 @@ def build_flow_backend(method: str, *, device: str = "cpu", flownet2_checkpoint:
     """The backend named by `flow_method` in config.cfg (networks are imported only when asked for).
 
     `precision` (flow_precision) applies to flownet2 only; another method with fp16 / bf16 is an error."""
-    if precision != "fp32" and method != "flownet2":
-        raise VECError(f"flow_precision = {precision} applies to flow_method = flownet2 only; "
-                       f"set flow_precision = fp32 for flow_method = {method}")
+    check_precision_applies(precision, "flow_precision", "flow_method", method, "flownet2")
     if method in ("dis", "farneback"):
         return OpenCVFlow(method)
     if method == "flownet2":

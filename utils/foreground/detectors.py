@@ -14,7 +14,7 @@ import torch
 from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
 from utils.errors import VECError
 from utils.io import load_state_dict_file
-from utils.precision import autocast, check_precision
+from utils.precision import autocast, check_precision, check_precision_applies
 from utils.weights import WEIGHTS, missing_hint
 
 Detector = Callable[[Sequence[np.ndarray]], list]
@@ -113,9 +113,7 @@ def build_detector(name: str, *, checkpoint: Path, config: Path | None, device: 
     """The appearance detector named by `detector` in config.cfg (None for `none`).
 
     `precision` (detector_precision) applies to cascade_rcnn only; another detector with fp16 / bf16 is an error."""
-    if precision != "fp32" and name != "cascade_rcnn":
-        raise VECError(f"detector_precision = {precision} applies to detector = cascade_rcnn only; "
-                       f"set detector_precision = fp32 for detector = {name}")
+    check_precision_applies(precision, "detector_precision", "detector", name, "cascade_rcnn")
     if name == "none":
         return None
     if name == "cascade_rcnn":
