@@ -1,6 +1,6 @@
 """What fp16 / bf16 do to FlowNet2's flow and Cascade R-CNN's detections, against fp32, on the golden inputs.
 
-    python benchmarks/precision.py [--device cpu|cuda]
+    python -m benchmarks.precision [--device cpu|cuda]      (or python benchmarks/precision.py ...)
 
 For each reduced precision torch.autocast supports on the device (CPU: bf16, and fp16 where
 supported; CUDA: fp16, bf16) the networks run exactly as the pipeline runs them with
@@ -12,7 +12,7 @@ float32 out), on the inputs and weights of the parity tests:
   on the same device, mean and max over pixels, and the fp32 flow's mean magnitude for scale;
 - Cascade R-CNN on tests/data/cascade_rcnn.npz's input (det_fill weights, score_thr 0, as
   tests/test_cascade_rcnn.py): detections matched one to one to the fp32 detections (linear
-  assignment on IoU, same label, IoU >= 0.5, as tests/matching.py), mean / min IoU of the
+  assignment on IoU, same label, IoU >= 0.5, utils/box_matching.py), mean / min IoU of the
   pairs, max box and score differences of the pairs, boxes left unmatched on either side;
   end to end, then the RPN's proposals alone, then the cascade alone on fp32 features and
   proposals (which part of the difference comes from where).
@@ -25,56 +25,45 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
+if not __package__:  # run as `python benchmarks/precision.py`: import from the repository's root, as `-m` does
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
+from benchmarks.harness import timed  # noqa: E402
+from benchmarks.networks import usable_precisions, with_stand_in_weights  # noqa: E402
 from FlowNet2_src import FlowNet2  # noqa: E402
 from models import CascadeRCNN  # noqa: E402
-from tests.detfill import det_fill  # noqa: E402
-from tests.matching import match_boxes  # noqa: E402
-from utils.errors import VECError  # noqa: E402
-from utils.precision import autocast, check_precision  # noqa: E402
+from utils.box_matching import match_boxes  # noqa: E402
+from utils.precision import autocast  # noqa: E402
 
-DATA = ROOT / "tests" / "data"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"  # the parity tests' golden inputs
 MATCH_IOU = 0.5
-
-
-def available_precisions(device: torch.device) -> list[str]:
-    """The reduced precisions torch.autocast supports on `device` (fp16 first, as on CUDA it is the usual one)."""
-    usable = []
-    for precision in ("fp16", "bf16"):
-        try:
-            check_precision(precision, device)
-            usable.append(precision)
-        except VECError as err:
-            print(f"  skipped: {err}")
-    return usable
 
 
 @torch.inference_mode()
 def flownet2_figures(device: torch.device, precisions: list[str]) -> list[dict]:
-    model = FlowNet2()
-    model.load_state_dict(det_fill(model.state_dict()))
-    model = model.to(device).eval()
+    model = with_stand_in_weights(FlowNet2(), device)
     inputs = torch.from_numpy(np.load(DATA / "flownet2_forward.npz")["inputs"]).to(device)
     reference = model(inputs).float()
     rows = []
     for precision in precisions:
-        started = time.perf_counter()
-        with autocast(precision, device):
-            flow = model(inputs)
-        flow = flow.float()
+        flows = []
+
+        def run() -> None:
+            with autocast(precision, device):
+                flows.append(model(inputs).float())
+
+        seconds = timed(run, device)
+        flow = flows[0]
         epe = torch.linalg.vector_norm(flow - reference, dim=1)  # (B, H, W) pixels
         rows.append({"precision": precision, "finite": bool(torch.isfinite(flow).all()),
                      "epe_mean": epe.mean().item(), "epe_max": epe.max().item(),
                      "magnitude": torch.linalg.vector_norm(reference, dim=1).mean().item(),
-                     "seconds": time.perf_counter() - started})
+                     "seconds": seconds})
     return rows
 
 
@@ -83,9 +72,7 @@ def cascade_figures(device: torch.device, precisions: list[str]) -> list[dict]:
     golden = np.load(DATA / "cascade_rcnn.npz")
     img_shape = tuple(golden["img_shape"].tolist())
     scale_factor = tuple(golden["scale_factor"].tolist())
-    model = CascadeRCNN()
-    model.load_state_dict(det_fill(model.state_dict()))
-    model = model.to(device).eval()
+    model = with_stand_in_weights(CascadeRCNN(), device)
     inputs = torch.from_numpy(golden["inputs"]).to(device)
 
     def numpy(*tensors: torch.Tensor) -> list[np.ndarray]:
@@ -112,46 +99,38 @@ def cascade_figures(device: torch.device, precisions: list[str]) -> list[dict]:
     for scope, run in (("end to end", end_to_end), ("RPN proposals", proposals), ("cascade on fp32 proposals", heads)):
         ref_boxes, ref_scores, ref_labels = run("fp32")
         for precision in precisions:
-            rows.append(_compare(scope, precision, run, ref_boxes, ref_scores, ref_labels))
+            rows.append(compare(scope, precision, run, ref_boxes, ref_scores, ref_labels, device))
     return rows
 
 
-def _compare(scope: str, precision: str, run, ref_boxes, ref_scores, ref_labels) -> dict:
+def compare(scope: str, precision: str, run, ref_boxes, ref_scores, ref_labels, device: torch.device) -> dict:
     """`run(precision)`'s boxes matched one to one to the fp32 ones (labels compared where there are any)."""
-    started = time.perf_counter()
-    boxes, scores, labels = run(precision)
-    seconds = time.perf_counter() - started
+    outputs = []
+    seconds = timed(lambda: outputs.append(run(precision)), device)
+    boxes, scores, labels = outputs[0]
     m = match_boxes(boxes, ref_boxes, scores, ref_scores, labels, ref_labels, min_iou=MATCH_IOU, score_atol=1.0)
-    ious = np.array([_iou(boxes[i], ref_boxes[j]) for i, j in zip(m.actual, m.expected)])
     return {"scope": scope, "precision": precision, "n": len(boxes), "n_ref": len(ref_boxes), "pairs": len(m.actual),
-            "iou_mean": float(ious.mean()) if len(ious) else float("nan"),
-            "iou_min": float(ious.min()) if len(ious) else float("nan"),
+            "iou_mean": float(m.ious.mean()) if len(m.ious) else float("nan"),
+            "iou_min": float(m.ious.min()) if len(m.ious) else float("nan"),
             "box_diff": m.max_box_diff, "score_diff": m.max_score_diff,
             "unmatched": (len(m.unmatched_actual), len(m.unmatched_expected)),
             "finite": bool(np.isfinite(boxes).all() and np.isfinite(scores).all()), "seconds": seconds}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 1.0  # two boxes clipped flat onto the same border line
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(f"torch {torch.__version__}, {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
              f", {torch.get_num_threads()} threads") + "; TF32 off")
-    precisions = available_precisions(device)
+    precisions = usable_precisions(["fp16", "bf16"], device)
     if not precisions:
-        raise SystemExit("no reduced precision is supported by torch.autocast on this device")
+        print("error: no reduced precision is supported by torch.autocast on this device", file=sys.stderr)
+        return 2
 
     print("\nFlowNet2, golden pair (1 x 128x192, det_fill weights): flow against fp32 on the same device")
     print(f"{'precision':<10}{'EPE mean px':>12}{'EPE max px':>12}{'|flow| mean':>13}{'finite':>8}{'s':>7}")
@@ -168,7 +147,8 @@ def main() -> None:
         print(f"{r['scope']:<27}{r['precision']:<10}{r['n']:>6}{r['n_ref']:>6}{r['pairs']:>7}{r['iou_mean']:>10.4f}"
               f"{r['iou_min']:>9.4f}{r['box_diff']:>8.2f}{r['score_diff']:>9.4f}{unmatched:>23}"
               f"{str(r['finite']):>8}{r['seconds']:>7.1f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.detfill import det_fill
+from utils.stand_in_weights import det_fill
 from models import CascadeRCNN
 from models.cascade_rcnn import batched_nms, decode_deltas
 from models.cascade_rcnn.roi_heads import MAX_DETECTIONS as RCNN_MAX

@@ -8,7 +8,7 @@ import torch
 
 from FlowNet2_src import ChannelNorm, Correlation, FlowNet2, Resample2d
 from utils.flow.flownet2 import FlowNet2Flow, load_flownet2
-from tests.detfill import det_fill
+from utils.stand_in_weights import det_fill
 from utils.errors import VECError
 
 DATA = Path(__file__).parent / "data"

@@ -1,8 +1,10 @@
-"""The set comparison of box lists (tests/matching.py) accepts float noise and near-tie swaps, and nothing more."""
+"""The set comparison of box lists (utils/box_matching.py, tests/matching.py) accepts float noise and
+near-tie swaps, and nothing more."""
 import numpy as np
 import pytest
 
-from tests.matching import assert_same_boxes, match_boxes
+from tests.matching import assert_same_boxes
+from utils.box_matching import match_boxes
 
 BOXES = np.array([[10, 10, 50, 60], [100, 20, 140, 90], [0, 200, 0, 240], [30, 5, 30.13, 5.84], [60, 60, 90, 80]],
                  np.float32)
@@ -52,3 +54,9 @@ def test_one_to_one_prefers_more_pairs():
     found = np.array([[0.1, 0, 100.1, 100], [-0.4, 0, 99.6, 100]], np.float32)
     m = match_boxes(found, expected, min_iou=0.99)
     assert sorted(zip(m.actual.tolist(), m.expected.tolist())) == [(0, 1), (1, 0)]
+
+
+def test_pairs_carry_their_iou():
+    shifted = BOXES[:2] + np.array([[4, 0, 4, 0], [0, 0, 0, 0]], np.float32)  # 40 px wide: IoU 36 / 44
+    m = match_boxes(shifted, BOXES[:2], min_iou=0.5)
+    assert m.actual.tolist() == [0, 1] and m.ious == pytest.approx([36 / 44, 1.0])

@@ -12,7 +12,7 @@ import torch
 
 from models import SelfCompleteNet4, SelfCompleteNetFull, strip_data_parallel_prefix
 from models.stacked_cloze import StackedClozeNet, StackedSelfCompleteNet4, StackedSelfCompleteNetFull, cat_per_unet
-from tests.detfill import det_fill
+from utils.stand_in_weights import det_fill
 from utils.cloze_steps import TrainStep
 
 DATA = Path(__file__).parent / "data"
