@@ -333,6 +333,9 @@ def test_a_source_replaced_by_other_bytes_of_the_same_size_and_age_is_decoded_ag
     status, out, err = call(capsys, test_script, config, "--video", source, "--model", model_dir)
     assert status == 0, err[-3000:]
     assert "frames: reusing" not in out
+    results = root / "results" / "videos" / key
+    assert f"{results}: replacing the results of an earlier version of {source} (other content, SHA-256 " \
+           f"{first_identity['sha256'][:12]}…)" in out
     identity = json.loads((frames / "source.json").read_text())["source"]
     assert identity["path"] == first_identity["path"] and identity["sha256"] != first_identity["sha256"]
     changed = [name for name, data in first_frames.items() if (frames / name).read_bytes() != data]

@@ -18,6 +18,7 @@ ORIGINAL config's work_dir and dataset_name, or from `--model DIR`.
 """
 from __future__ import annotations
 
+import json
 import math
 from contextlib import ExitStack
 from pathlib import Path
@@ -110,12 +111,12 @@ def score_videos(cfg: RunConfig, paths: list[Path], model_dir: Path | None = Non
     trained, model_where = load_video_model(cfg, model_dir)
     print(f"model: {model_where}")
 
+    dataset_dirs = [cfg.data_root_dir / VIDEOS_FOLDER / source.key for source in sources]
     with ExitStack() as locks:
-        prepared = []
-        for source in sources:
-            dataset_dir = cfg.data_root_dir / VIDEOS_FOLDER / source.key
+        for dataset_dir in dataset_dirs:  # all of them before any work: a busy one stops the run at once
             locks.enter_context(work_lock(dataset_dir))
-            prepared.append(_prepare(cfg, dataset_dir, [source], "test", accept_short_video, progress))
+        prepared = [_prepare(cfg, dataset_dir, [source], "test", accept_short_video, progress)
+                    for source, dataset_dir in zip(sources, dataset_dirs)]
         check_label_counts(label_values, label_files, [info[0]["n_frames"] for _, _, info in prepared],
                            [s.path for s in sources])
         summaries = []
@@ -147,6 +148,10 @@ def _score_one(cfg: RunConfig, vcfg: RunConfig, split: VideoSplit, source: Video
         top = int(np.argmax(scores))
         summary.update(top_frame=top, top_time_s=top / rate, top_score=float(scores[top]))
     out = cfg.results_dir / VIDEOS_FOLDER / source.key
+    earlier = _read_json(out / "video.json")
+    if earlier is not None and earlier.get("sha256") != summary["sha256"]:
+        print(f"{out}: replacing the results of an earlier version of {source.path} (other content, "
+              f"SHA-256 {str(earlier.get('sha256'))[:12]}…)")
     with atomic_dir(out) as partial:
         write_frame_scores_csv(partial / "frame_scores.csv", scores, normalised, rate)
         title = f"VEC on {source.name} (model {Path(model_where).name})"
@@ -160,6 +165,13 @@ def _score_one(cfg: RunConfig, vcfg: RunConfig, split: VideoSplit, source: Video
             write_json(partial / "metrics.json", summary)
     summary["results_dir"] = str(out)
     return summary
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> dict:
