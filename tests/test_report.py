@@ -4,6 +4,8 @@ import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
@@ -16,6 +18,7 @@ from utils.metrics import evaluation_report, frame_auroc
 from utils.metrics.pixel_level import pixel_auroc_of_frames
 from utils.metrics.region_level import detections_from_boxes
 from utils.pipeline import run_testing, run_training
+from utils.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -137,3 +140,75 @@ def test_report_renders_in_a_browser_with_every_image(results, tmp_path):
         assert dict(_loaded_images(folder))["report_files/Test002_top.png"] == 0
     finally:
         broken.write_bytes(kept)
+
+
+# ---- every name and string on the page is escaped ------------------------------------------------
+
+ODD = 'Test003 <b>&amp; "x"'  # a tag, an entity-looking '&' and quotes in a video's name
+
+
+class _Page(HTMLParser):
+    """The tags, image sources and text of a page as a browser's parser sees them."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.sources, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(path):
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def test_report_escapes_names_paths_and_notes(tmp_path):
+    folder = 'raw <i>&"'
+    notes = [f"RBDC / TBDC: no region ground truth ({folder}/x not found)"]
+    page = write_report(tmp_path / "report.html", title=f"VEC on {ODD}", protocol="micro <AUROC> & more",
+                        metrics={"auroc_micro": 0.5, "n_frames": 3, "n_anomalous_frames": 1, "n_videos": 1,
+                                 "n_cubes": 2, "dataset": ODD, "model": {"path": folder}},
+                        per_video=[{"video": ODD, "frames": 3, "anomalous_frames": 1, "auroc": 0.5, "ap": None}],
+                        roc_image="roc.png", video_images=[(ODD, f"report_files/{ODD}#?_scores.png",
+                                                            f"report_files/{ODD}%_top.png")], notes=notes)
+    parsed = _parse(page)
+    assert "b" not in parsed.tags and "i" not in parsed.tags and "script" not in parsed.tags
+    assert parsed.tags.count("img") == 3
+    text = "".join(parsed.text)
+    assert f"VEC on {ODD}" in text and text.count(ODD) >= 3 and notes[0] in text and "micro <AUROC> & more" in text
+    assert json.dumps(folder)[1:-1] in text  # the settings block: the JSON of the path, shown as it is
+    # Image paths survive as paths: '#', '?' and '%' are part of the file name, not a fragment or a query.
+    assert not [src for src in parsed.sources if set(src) & set('#?<>"& ')]
+    assert [unquote(src) for src in parsed.sources] == ["roc.png", f"report_files/{ODD}#?_scores.png",
+                                                        f"report_files/{ODD}%_top.png"]
+
+
+@pytest.mark.slow
+def test_report_of_a_dataset_with_odd_names_shows_them_and_finds_its_images(small_synthetic, tmp_path):
+    """test.py's report for a video called `Test003 <b>&amp; "x"` in a dataset folder called `raw <i>&"`."""
+    raw = tmp_path / 'raw <i>&"'
+    shutil.copytree(small_synthetic.raw_dataset_dir, raw)
+    shutil.copytree(small_synthetic.optical_flow_dir, tmp_path / "optical_flow")
+    test_dir, flow_dir = raw / "synthetic" / "Test", tmp_path / "optical_flow" / "synthetic" / "Test"
+    for folder in (test_dir, flow_dir):
+        (folder / "Test003").rename(folder / ODD)
+    (test_dir / "Test003_gt").rename(test_dir / f"{ODD}_gt")
+    shutil.rmtree(raw / "synthetic" / "region_ground_truth")  # so the report notes the (odd) folder it looked in
+    cfg = load_config(write_config(tmp_path, raw_dataset_dir=raw.name), ["synthetic.nf=2", "synthetic.epochs=1"])
+    run_training(cfg)
+    run_testing(cfg)
+    report = tmp_path / "results" / "synthetic" / "report.html"
+    parsed = _parse(report)
+    assert "b" not in parsed.tags and "i" not in parsed.tags
+    text = "".join(parsed.text)
+    assert ODD in text and f"{raw / 'synthetic' / 'region_ground_truth'} not found" in text
+    assert len(parsed.sources) == 1 + 2 * 3
+    for src in parsed.sources:
+        assert (report.parent / unquote(src)).is_file(), src

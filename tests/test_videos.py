@@ -1,15 +1,20 @@
 """Your own video in one command: `test.py --video` and `train.py --videos` as a user runs them.
 
-Real video files written with OpenCV, real subprocesses, a model trained on the synthetic
+Real video files written with OpenCV, the scripts' `main(argv)` run in-process (a real
+subprocess only where its own peak memory is measured), a model trained on the synthetic
 data in a module fixture. The file-vs-folder comparison uses FFV1 in .avi, a lossless
 codec: the decoded frames equal the PNG frames of the folder bit for bit, so the two runs
 see the same pixels and, the pipeline being deterministic at one thread count, give the
 same scores (compared with a 1e-6 tolerance to stay robust to float summation order).
 """
+import contextlib
 import csv
+import importlib
+import io
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -17,8 +22,7 @@ import pytest
 
 from tests.conftest import REPO, write_config
 from utils.datasets import generate_synthetic
-
-pytestmark = pytest.mark.slow  # every case runs the real scripts
+from utils.own_video.source import folder_key
 HEIGHT, WIDTH = 160, 240
 MODEL = "synthetic_model_obj_det_with_motion_SelfComplete.npy"
 
@@ -56,9 +60,17 @@ def write_frame_folder(folder, frames, suffix=".png"):
     return folder
 
 
-def run(script, config, *args, **popen):
-    return subprocess.run([sys.executable, str(REPO / script), "--config", str(config), *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, timeout=900, **popen)
+def run(script, config, *args):
+    """A script's main(argv) in this process: (returncode, stdout, stderr) as subprocess.run gives them."""
+    main = importlib.import_module(script.removesuffix(".py")).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["--config", str(config), *map(str, args)])
+    return SimpleNamespace(returncode=status, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def results_of(root, source):
+    return root / "results" / "videos" / folder_key(source)
 
 
 def read_csv(path):
@@ -110,8 +122,8 @@ def clip(trained):
 def test_video_file_and_frame_folder_give_csv_plot_and_annotated_video(clip):
     root, _, video, folder, done = clip
     scores = {}
-    for name in ("clip", "clip_frames"):
-        out = root / "results" / "videos" / name
+    for name, source in (("clip", video), ("clip_frames", folder)):
+        out = results_of(root, source)
         assert f"results in {out}" in done.stdout
         rows = read_csv(out / "frame_scores.csv")
         assert list(rows[0]) == ["frame", "time_s", "score", "normalised_score"]
@@ -128,10 +140,11 @@ def test_video_file_and_frame_folder_give_csv_plot_and_annotated_video(clip):
         assert (out / "frame_scores.png").stat().st_size > 10_000
         assert read_back(out / "annotated.mp4") == (60, (HEIGHT, WIDTH), 25.0)
         assert not (out / "metrics.json").exists()  # no labels given
+        assert json.loads((out / "video.json").read_text())["video"] == str(source)
         scores[name] = score
     # Same pixels (FFV1 is lossless) → same boxes, cubes and scores.
     np.testing.assert_allclose(scores["clip"], scores["clip_frames"], rtol=1e-6, atol=1e-6)
-    frames_dir = root / "data" / "videos" / "clip" / "frames" / "clip"
+    frames_dir = root / "data" / "videos" / folder_key(video) / "frames" / folder_key(video)
     assert len(list(frames_dir.glob("*.png"))) == 60
     info = json.loads((frames_dir / "source.json").read_text())
     assert (info["n_frames"], info["width"], info["height"], info["fps"]) == (60, WIDTH, HEIGHT, 25.0)
@@ -140,7 +153,7 @@ def test_video_file_and_frame_folder_give_csv_plot_and_annotated_video(clip):
 @pytest.mark.slow
 def test_labels_give_auroc_and_unchanged_sources_are_reused(clip):
     root, config, video, folder, _ = clip
-    flow_file = next((root / "data" / "videos" / "clip" / "optical_flow").rglob("*.npy"))
+    flow_file = next((root / "data" / "videos" / folder_key(video) / "optical_flow").rglob("*.npy"))
     flow_mtime = flow_file.stat().st_mtime_ns
     labels = np.zeros(60, dtype=np.int64)
     labels[30:45] = 1
@@ -149,27 +162,28 @@ def test_labels_give_auroc_and_unchanged_sources_are_reused(clip):
     done = run("test.py", config, "--video", video, folder, "--labels", root / "labels.txt", root / "labels.npy",
                "--fps", 10)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"frames: reusing {root / 'data' / 'videos' / 'clip' / 'frames' / 'clip'}" in done.stdout
+    key = folder_key(video)
+    assert f"frames: reusing {root / 'data' / 'videos' / key / 'frames' / key}" in done.stdout
     assert flow_file.stat().st_mtime_ns == flow_mtime  # flow of unchanged frames is not recomputed
-    for name in ("clip", "clip_frames"):
-        metrics = json.loads((root / "results" / "videos" / name / "metrics.json").read_text())
+    for name, source in (("clip", video), ("clip_frames", folder)):
+        metrics = json.loads((results_of(root, source) / "metrics.json").read_text())
         assert metrics["n_frames"] == 60 and metrics["n_anomalous_frames"] == 15
         assert metrics["auroc"] > 0.9, metrics
         assert f"frame-level AUROC on {name}: {metrics['auroc']:.4f}" in done.stdout
     # --fps sets the rate of a folder of frames; a file keeps its own.
-    folder_rows = read_csv(root / "results" / "videos" / "clip_frames" / "frame_scores.csv")
+    folder_rows = read_csv(results_of(root, folder) / "frame_scores.csv")
     assert float(folder_rows[1]["time_s"]) == pytest.approx(0.1)
-    assert read_back(root / "results" / "videos" / "clip_frames" / "annotated.mp4")[2] == 10.0
-    assert float(read_csv(root / "results" / "videos" / "clip" / "frame_scores.csv")[1]["time_s"]) == 0.04
+    assert read_back(results_of(root, folder) / "annotated.mp4")[2] == 10.0
+    assert float(read_csv(results_of(root, video) / "frame_scores.csv")[1]["time_s"]) == 0.04
 
     # A labels file with the wrong number of entries: one line naming it; the earlier results stay.
     (root / "short.txt").write_text("0\n" * 59)
-    before = (root / "results" / "videos" / "clip" / "frame_scores.csv").read_bytes()
+    before = (results_of(root, video) / "frame_scores.csv").read_bytes()
     done = run("test.py", config, "--video", video, "--labels", root / "short.txt")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and str(root / "short.txt") in done.stderr
     assert "59 entries" in done.stderr and "60 frames" in done.stderr
-    assert (root / "results" / "videos" / "clip" / "frame_scores.csv").read_bytes() == before
+    assert (results_of(root, video) / "frame_scores.csv").read_bytes() == before
 
 
 # Runs a script as __main__ and, at exit, writes this process's own peak RSS (VmHWM) to argv[1].
@@ -209,33 +223,35 @@ def test_peak_memory_of_a_ten_times_longer_video_is_not_ten_times_higher(trained
           f"(ratio {peak_long / peak_short:.2f})")
     assert peak_long / peak_short < 2
     assert "long: 600 frames at 25 fps" in stdout
-    assert len(read_csv(root / "results" / "videos" / "long" / "frame_scores.csv")) == 600
-    assert read_back(root / "results" / "videos" / "long" / "annotated.mp4")[:2] == (600, (HEIGHT, WIDTH))
+    assert len(read_csv(results_of(root, long) / "frame_scores.csv")) == 600
+    assert read_back(results_of(root, long) / "annotated.mp4")[:2] == (600, (HEIGHT, WIDTH))
 
 
 @pytest.mark.slow
 def test_train_on_own_videos_then_score_with_that_model(tmp_path):
     config = write_config(tmp_path, nf=2, epochs=1)
-    own = tmp_path / "my normal videos"  # a name with a space: the set is called my_normal_videos
+    own = tmp_path / "my normal videos"  # a name with a space: the set is called my_normal_videos-<digest>
     own.mkdir()
     write_video(own / "walk.avi", make_frames(40, seed=11, anomaly=False), "MJPG")
     write_frame_folder(own / "street", make_frames(30, seed=12, anomaly=False), ".jpg")
     (own / ".DS_Store").write_text("hidden files are skipped")
     done = run("train.py", config, "--videos", own)
     assert done.returncode == 0, done.stderr[-3000:]
-    model_dir = tmp_path / "data" / "video_sets" / "my_normal_videos" / "raw2flow"
-    assert (model_dir / "my_normal_videos_model_obj_det_with_motion_SelfComplete.npy").is_file()
+    key = folder_key(own)
+    assert key.startswith("my_normal_videos-")
+    model_dir = tmp_path / "data" / "video_sets" / key / "raw2flow"
+    assert (model_dir / f"{key}_model_obj_det_with_motion_SelfComplete.npy").is_file()
     assert "from 70 frames of 2 videos" in done.stdout
     assert f"python test.py --video PATH --model {model_dir}" in done.stdout
     assert not (tmp_path / "raw_datasets").exists()  # no benchmark layout was needed
-    frames = tmp_path / "data" / "video_sets" / "my_normal_videos" / "frames"
-    assert sorted(p.name for p in frames.iterdir()) == ["street", "walk"]
+    frames = tmp_path / "data" / "video_sets" / key / "frames"
+    assert sorted(p.name for p in frames.iterdir()) == sorted(folder_key(own / name) for name in ("street", "walk.avi"))
 
     clip = write_video(tmp_path / "clip.avi", make_frames(30, seed=13), "MJPG")
     done = run("test.py", config, "--video", clip, "--model", model_dir)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"model: {model_dir / 'my_normal_videos_model_obj_det_with_motion_SelfComplete.npy'}" in done.stdout
-    assert len(read_csv(tmp_path / "results" / "videos" / "clip" / "frame_scores.csv")) == 30
+    assert f"model: {model_dir / (key + '_model_obj_det_with_motion_SelfComplete.npy')}" in done.stdout
+    assert len(read_csv(results_of(tmp_path, clip) / "frame_scores.csv")) == 30
 
 
 def _bad_inputs(tmp_path):
@@ -253,7 +269,8 @@ def _bad_inputs(tmp_path):
         "undecodable": (["--video", tmp_path / "broken.mp4"], f"{tmp_path / 'broken.mp4'} is neither a video"),
         "missing": (["--video", tmp_path / "nope.mp4"], f"{tmp_path / 'nope.mp4'} not found"),
         "no frames": (["--video", tmp_path / "empty"], f"{tmp_path / 'empty'} is a folder without frames"),
-        "too short": (["--video", tmp_path / "tiny.avi"], f"{tmp_path / 'tiny.avi'} has 3 frames; VEC needs at least 5"),
+        "too short": (["--video", tmp_path / "tiny.avi"],
+                      f"{tmp_path / 'tiny.avi'} has 3 frames; VEC needs at least 5"),
         "labels count": (["--video", tmp_path / "seven", "--labels", tmp_path / "five.txt"],
                          f"labels file {tmp_path / 'five.txt'} has 5 entries but {tmp_path / 'seven'} has 7 frames"),
         "labels values": (["--video", tmp_path / "seven", "--labels", tmp_path / "twos.txt"],
@@ -263,7 +280,8 @@ def _bad_inputs(tmp_path):
         "no model": (["--video", tmp_path / "fine.avi"], "run `python train.py` first"),
         "model folder": (["--video", tmp_path / "fine.avi", "--model", tmp_path / "empty"],
                          f"--model {tmp_path / 'empty'} holds no trained model"),
-        "options without --video": (["--fps", "10"], "--model, --labels and --fps go with --video PATH"),
+        "options without --video": (["--fps", "10"],
+                                    "--model, --labels, --fps and --accept-short-video go with --video PATH"),
     }
 
 

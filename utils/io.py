@@ -2,9 +2,10 @@
 
 Every file the pipeline writes goes through `atomic_file` or `atomic_dir`: the result
 appears under its final name only once it is complete, and a failure (an exception, a
-full disk) removes what was half-written. A write that fails for a reason the user can
-fix (full disk, no permission, a file where a folder should be) becomes one `VECError`
-line naming the path.
+full disk) removes what was half-written. Work in progress has a hidden name (`.<name>.…`),
+so what a killed run leaves never looks like a result. A write that fails for a reason
+the user can fix (full disk, no permission, a file where a folder should be) becomes one
+`VECError` line naming the path; a reason is named only when the error's errno says so.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +38,17 @@ def user_error_for(err: OSError, path: Path) -> VECError | None:
     """A one-line VECError for an OSError the user can fix, else None."""
     reason = _USER_FIXABLE.get(err.errno)
     return VECError(f"cannot write {path}: {reason}; free space or fix the folder and rerun") if reason else None
+
+
+def _errno_in_chain(err: BaseException) -> OSError | None:
+    """The first OSError with an errno among `err` and its causes (torch and OpenCV wrap them)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -85,9 +99,22 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
         Path(temporary).unlink(missing_ok=True)
         if isinstance(err, OSError) and user_error_for(err, path):
             raise user_error_for(err, path) from None
-        if isinstance(err, RuntimeError) and "enforce fail" in str(err):  # torch.save's way of saying ENOSPC
-            raise VECError(f"cannot write {path}: the write failed (is the disk full?)") from None
+        if isinstance(err, RuntimeError) and "enforce fail" in str(err):  # torch.save's failed write
+            cause = _errno_in_chain(err)
+            if cause is not None and user_error_for(cause, path):
+                raise user_error_for(cause, path) from None
+            first = (str(err).strip().splitlines() or ["write failed"])[0][:200]
+            raise VECError(f"cannot write {path}: torch.save failed ({first}); "
+                           f"{free_space_note(path.parent)}") from None
         raise
+
+
+def free_space_note(folder: Path) -> str:
+    """`<N> MiB free in <folder>`: what a user needs to judge a failed write whose errno is unknown."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}"
+    except OSError:
+        return f"the free space of {folder} is unknown"
 
 
 def remove_stale_temporaries(paths: Iterable[Path]) -> int:
@@ -110,23 +137,97 @@ def remove_stale_temporaries(paths: Iterable[Path]) -> int:
     return removed
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+
+
+def _work_name(path: Path, kind: str) -> Path:
+    """`.<name>.<pid>@<host>.<random>.<kind>` beside `path`: hidden, saying whose it is, and unique
+    (two threads of a process building the same folder get two names)."""
+    return path.with_name(f".{path.name}.{os.getpid()}@{_HOST}.{os.urandom(4).hex()}.{kind}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_work(path: Path) -> int:
+    """Delete what `atomic_dir` left beside `path` when a run on this host was killed (its process is
+    gone); another live process's folder is kept. Returns how many were removed."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)@" + re.escape(_HOST) + r"\.[0-9a-f]+\.(partial|old)")
+    removed = 0
+    if not path.parent.is_dir():
+        return 0
+    legacy = path.with_name(path.name + ".partial")  # the visible name earlier versions built under
+    if legacy.is_dir():
+        shutil.rmtree(legacy, ignore_errors=True)
+        removed += 1
+    for entry in os.scandir(path.parent):
+        found = pattern.fullmatch(entry.name)
+        if found and not _pid_alive(int(found.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """rmdir each of `folders` (deepest first) until one is not empty: the folders a failed step made."""
+    for folder in folders:
+        try:
+            Path(folder).rmdir()
+        except OSError:
+            break
+
+
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Build a folder in `<path>.partial`, renamed to `path` (replacing it) on success, removed on failure."""
+    """Build a folder under a hidden name of this process (`.<name>.<pid>@<host>.<random>.partial`), renamed to
+    `path` (replacing it) on success, removed on failure (with the parent folders it made).
+
+    Two processes building the same folder do not disturb each other (the last one's folder
+    stays); what a killed run left is removed by the next one on the same host.
+    """
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     make_dirs(path.parent)
-    shutil.rmtree(partial, ignore_errors=True)  # left by an earlier, killed run
+    remove_stale_work(path)
+    partial = _work_name(path, "partial")
+    shutil.rmtree(partial, ignore_errors=True)
     make_dirs(partial)
     try:
         yield partial
     except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
+        remove_empty_folders(created)
         if isinstance(err, OSError) and user_error_for(err, path):
             raise user_error_for(err, path) from None
         raise
-    shutil.rmtree(path, ignore_errors=True)
-    partial.rename(path)
+    old = _work_name(path, "old")
+    try:
+        for _ in range(3):  # another process may put its own folder in place between two renames
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.rename(path, old)  # aside first: `path` is never a mix of two folders
+            try:
+                os.rename(partial, path)
+                break
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        else:
+            raise VECError(f"cannot put {path} in place: other processes keep replacing it; "
+                           "run one at a time")
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise (user_error_for(err, path) or err) from None
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def require_free_space(folder: Path, needed: int, what: str) -> None:

@@ -46,6 +46,7 @@ from utils.metrics import (PROTOCOL, evaluation_report, per_video_table, pixel_s
 from utils.metrics.pixel_level import pixel_auroc_of_frames
 from utils.metrics.region_level import detections_from_boxes
 from utils.report import plot_frame_and_heat_map, plot_results, plot_video_scores, write_report
+from utils.run_lock import exclusive
 from utils.scoring import frame_scores, score_cubes
 from utils.training import load_trained, save_trained, train_blocks
 
@@ -59,6 +60,7 @@ def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:
     return open_split(cfg.dataset_dir, cfg.dataset.layout, split)
 
 
+@exclusive  # one run at a time per work folder (utils/run_lock.py)
 def compute_flow(cfg: RunConfig, split: VideoSplit, device: str) -> int:
     """Flow files of every frame of the split; returns how many were written (the rest existed)."""
     backend = build_flow_backend(cfg.dataset.flow_method, device=device,
@@ -174,6 +176,7 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
     return CubeStore.open(directory)
 
 
+@exclusive  # one run at a time per work folder (utils/run_lock.py)
 def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
     """boxes → cubes → one cloze network per block → training-score statistics → saved model.
 
@@ -200,6 +203,7 @@ def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
             "saved": [str(p) for p in paths]}
 
 
+@exclusive  # one run at a time per work folder (utils/run_lock.py)
 def run_testing(cfg: RunConfig) -> dict:
     """boxes → cubes → cube scores → frame scores → metrics, written to results/<dataset>/.
 

@@ -54,12 +54,27 @@ def _require_dir(path: Path, what: str) -> None:
                        f"(see the README) or set dataset_name = synthetic in config.cfg")
 
 
+def _refuse_strays(entries: list[Path], video_dirs: list[Path], prefix: str) -> None:
+    """A folder of a UCSD split that is neither a video (its name holds `prefix`) nor a video's `_gt`
+    masks would be left out of the split without a word: name it instead."""
+    names = {p.name for p in video_dirs}
+    for entry in entries:
+        if entry.name in names or (entry.name.endswith("_gt") and entry.name[:-3] in names):
+            continue
+        what = ("the masks of no video" if entry.name.endswith("_gt") else
+                f"not a video of the UCSDped2 layout (their names hold '{prefix}')")
+        raise VECError(f"folder {entry} is {what}; rename it (videos {prefix}NNN, their masks {prefix}NNN_gt) "
+                       "or move it out of the split")
+
+
 def _read_ucsd(root: Path, split: str, extensions: tuple[str, ...]) -> VideoSplit:
     split_dir = root / ("Train" if split == "train" else "Test")
     _require_dir(split_dir, f"{split} split")
     prefix = "Train" if split == "train" else "Test"
-    entries = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
+    entries = sorted((p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.name)
     video_dirs = [p for p in entries if prefix in p.name and not p.name.endswith("_gt")]
+    _refuse_strays(entries, video_dirs, prefix)
     frames, video_idx, names = _collect(video_dirs, extensions)
     result = VideoSplit(root, split, frames, video_idx, names)
     gt_dirs = [p for p in entries if p.name.endswith("_gt")]

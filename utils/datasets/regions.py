@@ -94,26 +94,45 @@ def read_region_ground_truth(paths_by_video: Mapping[int, Path | str],
 
 
 def region_files(folder: Path, video_names: Sequence[str]) -> dict[int, Path]:
-    """Match the `*_gt.txt` files of a folder to videos by the number in their names.
+    """Match the `*_gt.txt` files of a folder to videos: by name, else by the number in their names.
 
-    `Test001_gt.txt` belongs to video `Test001` (UCSDped2), `Test01_gt.txt` or `Test1_gt.txt`
-    to video `01` (Avenue). Returns {1-based video number: path}; videos without a file
-    are left out.
+    `Test001_gt.txt` belongs to video `Test001` (its name, UCSDped2); `Test01_gt.txt` or
+    `Test1_gt.txt` to video `01` (its number, Avenue). Returns {1-based video number: path};
+    videos without a file are left out. A file that fits no video, or a video another file
+    already has, is a one-line error naming that file.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise VECError(f"region ground-truth folder {folder} not found; put one <video>{FILE_SUFFIX} "
                        "per test video there (docs/region_ground_truth.md)")
-    video_of_number = {_number(name): index for index, name in enumerate(video_names, start=1)}
-    if len(video_of_number) != len(video_names):
-        raise VECError(f"video names {list(video_names)} do not carry distinct numbers")
+    video_of_name = {name: index for index, name in enumerate(video_names, start=1)}
     result: dict[int, Path] = {}
+    by_number = []
     for path in sorted(folder.glob("*" + FILE_SUFFIX)):
-        number = _number(path.name[:-len(FILE_SUFFIX)])
-        video = video_of_number.get(number)
-        if video is None:
-            raise VECError(f"{path} matches no test video (videos {list(video_names)}); remove it")
+        stem = path.name[:-len(FILE_SUFFIX)]
+        if stem in video_of_name:
+            result[video_of_name[stem]] = path
+        else:
+            by_number.append(path)
+    videos = ", ".join(video_names)
+    for path in by_number:
+        digits = re.findall(r"\d+", path.name[:-len(FILE_SUFFIX)])
+        if not digits:
+            raise VECError(f"{path} is named after no test video (videos {videos}) and holds no video number; "
+                           f"rename it <video>{FILE_SUFFIX} or remove it")
+        number = int(digits[-1])
+        candidates = [index for name, index in video_of_name.items() if re.findall(r"\d+", name)
+                      and int(re.findall(r"\d+", name)[-1]) == number]
+        if not candidates:
+            raise VECError(f"{path} matches no test video by name or number {number} (videos {videos}); "
+                           f"rename it <video>{FILE_SUFFIX} or remove it")
+        if len(candidates) > 1:
+            raise VECError(f"{path}: its number {number} fits videos "
+                           f"{' and '.join(video_names[i - 1] for i in candidates)}; rename it <video>{FILE_SUFFIX}")
+        video = candidates[0]
         if video in result:
-            raise VECError(f"{path} and {result[video]} both belong to video {video_names[video - 1]}")
+            raise VECError(f"{path} is named after no test video, and its number {number} is that of video "
+                           f"{video_names[video - 1]}, which has {result[video].name}; rename {path.name} "
+                           f"<video>{FILE_SUFFIX} for its video or remove it")
         result[video] = path
     return result

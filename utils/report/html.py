@@ -1,13 +1,16 @@
 """results/<dataset>/report.html: one static page to open from the file system (no server, no scripts).
 
 Images are files beside the page (`report_files/`), referenced by relative paths, so the
-folder can be zipped and mailed as it is.
+folder can be zipped and mailed as it is. Every name and string on the page is escaped
+(`_text`), and image paths are percent-encoded before that (`_src`): a video or folder
+called `<b>&"x` shows as such and cannot add markup.
 """
 from __future__ import annotations
 
 import html
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -34,48 +37,59 @@ METRIC_ROWS = [
 ]
 
 
+def _text(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _src(relative_path: str) -> str:
+    """An image path as an attribute value: percent-encoded (so '#', '?' and '%' in a video's name stay part
+    of the path), then escaped."""
+    return _text(quote(relative_path, safe="/"))
+
+
 def _number(value) -> str:
-    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else _text(value)
 
 
 def write_report(path: Path, *, title: str, metrics: dict, protocol: str, per_video: list[dict],
                  roc_image: str, video_images: list[tuple[str, str, str]], notes: list[str] | None = None) -> Path:
     """Write the page. `video_images`: per video (name, score-curve image, top-frame image), paths
     relative to the page; `per_video`: rows of the per-video table."""
-    rows = "".join(f"<tr><td>{html.escape(label)}</td><td class=n>{_number(metrics.get(key))}</td>"
-                   f"<td><code>{key}</code></td></tr>" for key, label in METRIC_ROWS if key in metrics)
+    rows = "".join(f"<tr><td>{_text(label)}</td><td class=n>{_number(metrics.get(key))}</td>"
+                   f"<td><code>{_text(key)}</code></td></tr>" for key, label in METRIC_ROWS if key in metrics)
     counts = (f"{metrics['n_frames']} test frames ({metrics['n_anomalous_frames']} anomalous) in "
               f"{metrics['n_videos']} videos; {metrics['n_cubes']} cubes")
     video_rows = "".join(
-        f"<tr><td>{html.escape(str(r['video']))}</td><td class=n>{r['frames']}</td><td class=n>{r['anomalous_frames']}</td>"
+        f"<tr><td>{_text(r['video'])}</td><td class=n>{_number(r['frames'])}</td>"
+        f"<td class=n>{_number(r['anomalous_frames'])}</td>"
         f"<td class=n>{_number(r['auroc'])}</td><td class=n>{_number(r['ap'])}</td></tr>" for r in per_video)
     videos = "".join(
-        f"<div class=video><h3>{html.escape(name)}</h3>"
-        f"<figure><img src=\"{html.escape(curve)}\" alt=\"frame scores of {html.escape(name)}\">"
+        f"<div class=video><h3>{_text(name)}</h3>"
+        f"<figure><img src=\"{_src(curve)}\" alt=\"frame scores of {_text(name)}\">"
         f"<figcaption>frame score over time; ground-truth anomalous frames shaded</figcaption></figure>"
-        f"<figure><img src=\"{html.escape(top)}\" alt=\"highest-scoring frame of {html.escape(name)}\">"
+        f"<figure><img src=\"{_src(top)}\" alt=\"highest-scoring frame of {_text(name)}\">"
         f"<figcaption>the video's highest-scoring frame: boxes coloured by score, the pixel score map, "
         f"ground truth outlined in green</figcaption></figure></div>" for name, curve, top in video_images)
     settings = {key: metrics[key] for key in ("dataset", "flow_method", "detector", "foreground_extraction_mode",
                                                "boxes", "model", "cloze", "reproducibility") if key in metrics}
-    note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes or [])
+    note_items = "".join(f"<li>{_text(n)}</li>" for n in notes or [])
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title><style>{STYLE}</style></head>
 <body>
-<h1>{html.escape(title)}</h1>
-<p>{html.escape(counts)}</p>
+<h1>{_text(title)}</h1>
+<p>{_text(counts)}</p>
 <h2>Metrics</h2>
 <table><tr><th>metric</th><th>value</th><th>key in metrics.json</th></tr>{rows}</table>
 <ul>{note_items}</ul>
 <h2>Protocol</h2>
-<pre>{html.escape(protocol)}</pre>
+<pre>{_text(protocol)}</pre>
 <h2>ROC curve</h2>
-<figure><img src="{html.escape(roc_image)}" alt="ROC curve"></figure>
+<figure><img src="{_src(roc_image)}" alt="ROC curve"></figure>
 <h2>Per video</h2>
 <table><tr><th>video</th><th>frames</th><th>anomalous</th><th>AUROC</th><th>AP</th></tr>{video_rows}</table>
 {videos}
 <h2>Settings</h2>
-<pre>{html.escape(json.dumps(settings, indent=1))}</pre>
+<pre>{_text(json.dumps(settings, indent=1, ensure_ascii=False))}</pre>
 </body></html>
 """
     Path(path).write_text(page, encoding="utf-8")

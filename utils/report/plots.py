@@ -1,4 +1,5 @@
-"""Plots a researcher looks at after `test.py`: frame scores over time and the ROC curve."""
+"""Plots a researcher looks at after `test.py` (frame scores over time, the ROC curve, top frames) and
+the score plot of `test.py --video`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from utils.cubes import ceil_box  # noqa: E402
+from utils.io import atomic_file  # noqa: E402
 from utils.scoring import NO_BOX_SCORE  # noqa: E402
 
 
@@ -105,20 +107,28 @@ def plot_results(out: Path, split, store, cube_scores: np.ndarray, scores: np.nd
     plot_top_frames(out / "top_frames.png", frames, boxes, box_scores, masks, titles)
 
 
-def plot_video_scores(path: Path, scores: np.ndarray, labels: np.ndarray | None, title: str) -> None:
-    """One video's frame scores over time, ground-truth anomalous frames shaded."""
-    fig, ax = plt.subplots(figsize=(6.4, 2.2))
-    values = np.where(scores > NO_BOX_SCORE, scores, np.nan)
+def plot_video_scores(path: Path, scores: np.ndarray, labels: np.ndarray | None, title: str,
+                      fps: float | None = None) -> None:
+    """One video's frame score over time: seconds when `fps` is given (your own videos), else frame
+    numbers (a benchmark's report). Frames without a box are gaps; anomalous frames of `labels` shaded."""
+    scores = np.asarray(scores, dtype=np.float64)
+    times = np.arange(len(scores)) / fps if fps else np.arange(len(scores), dtype=np.float64)
+    values = np.where(scores > NO_BOX_SCORE, scores, np.nan)  # no box: a gap, not -1e5
+    fig, ax = plt.subplots(figsize=(8, 2.6))
     if labels is not None:
-        ax.fill_between(np.arange(len(scores)), 0, 1, where=labels > 0, color="tab:red", alpha=0.2,
+        ax.fill_between(times, 0, 1, where=np.asarray(labels) > 0, color="tab:red", alpha=0.2, step="mid",
                         transform=ax.get_xaxis_transform(), label="anomalous (ground truth)")
-    ax.plot(values, color="tab:blue", lw=1, label="frame score")
-    ax.set_xlabel("frame", fontsize=8)
+    ax.plot(times, values, color="tab:blue", lw=1, label="frame score")
+    ax.set_xlabel("time (s)" if fps else "frame", fontsize=8)
+    ax.set_ylabel("anomaly score", fontsize=8)
+    step = 1 / fps if fps else 1.0
+    ax.set_xlim(0, max(times[-1], step) if len(times) else 1)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
 
