@@ -1,7 +1,7 @@
 """Score the test split of the configured dataset with the trained model and report frame-level AUROC."""
 import sys
 
-from utils.cli import positive_number, run_script
+from utils.cli import run_script
 from utils.errors import VECError
 from utils.pipeline import run_testing
 
@@ -46,7 +46,7 @@ def add_arguments(parser):
     parser.add_argument("--labels", nargs="+", metavar="FILE",
                         help="with --video: one 0/1 per frame (.txt or .npy), one file per video in the same "
                              "order; prints the frame-level AUROC")
-    parser.add_argument("--fps", type=positive_number, metavar="N",
+    parser.add_argument("--fps", type=float, metavar="N",
                         help="with --video: frame rate of folders of frames, 0.01 to 1000 (default 25); "
                              "a video file's own rate wins")
     parser.add_argument("--accept-short-video", action="store_true",

@@ -7,7 +7,6 @@ and an error line names the rank it comes from.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 from typing import Callable
@@ -24,17 +23,18 @@ def run_script(description: str, run: Callable[[RunConfig, argparse.Namespace], 
                argv: list[str] | None = None) -> int:
     """Parse `argv` (default: the command line), load the config and call `run(cfg, args)`.
     Returns the exit status (0, 2 for a `VECError`, 130 for Ctrl-C), so tests can call a script's
-    `main(argv)` in-process; argparse's own errors still exit with 2 through SystemExit."""
-    parser = argparse.ArgumentParser(description=description)
+    `main(argv)` in-process. A command-line mistake is one `error:` line too (no usage block);
+    `--help` still exits through SystemExit."""
+    parser = _OneLineErrorParser(description=description)
     parser.add_argument("--config", default="config.cfg", help="INI file with the settings (default: config.cfg)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one setting of the config file, e.g. --set SelfComplete.epochs=2 "
                              "(repeatable; a dataset section overrides [SelfComplete] for that dataset)")
     if add_arguments is not None:
         add_arguments(parser)
-    args = parser.parse_args(argv)
     previous_show_warning, warnings.showwarning = warnings.showwarning, _show_warning
     try:
+        args = parser.parse_args(argv)
         cfg = load_config(args.config, args.overrides)
         with distributed.process_group(cfg.device), distributed.quiet_unless_main():
             run(cfg, args)
@@ -51,15 +51,11 @@ def run_script(description: str, run: Callable[[RunConfig, argparse.Namespace], 
         warnings.showwarning = previous_show_warning
 
 
-def positive_number(text: str) -> float:
-    """argparse type of a number flag such as --fps: finite and > 0 (nan, inf, 0 and negatives refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number > 0")
-    return value
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors are `VECError`s, so they print as the scripts' other errors do."""
+
+    def error(self, message: str):
+        raise VECError(f"{message} (see {self.prog} --help)")
 
 
 _default_show_warning = warnings.showwarning
