@@ -67,8 +67,8 @@ class Grouped(Execution):
         return net.stack(net.stacked_input(x))
 
 
-class _OneUNetAtATime(Execution):
-    """Executions that run each U-Net as functions on its views of the stacked tensors (one_unet.py)."""
+class _EachUNetApart(Execution):
+    """Executions that run each U-Net apart, as functions on its views of the stacked tensors (one_unet.py)."""
 
     def run(self, stack: UNetStack, inputs: list[Tensor]) -> list[Tensor]:
         """Each U-Net's output for its input."""
@@ -81,7 +81,7 @@ class _OneUNetAtATime(Execution):
         return raw_outputs, torch.cat(outputs[n_raw:], dim=1) if len(outputs) > n_raw else None
 
 
-class Sequential(_OneUNetAtATime):
+class Sequential(_EachUNetApart):
     """One U-Net after another; each U-Net's BatchNorm updates its own block of the running statistics in place."""
 
     name = "sequential"
@@ -92,7 +92,7 @@ class Sequential(_OneUNetAtATime):
         return [run_one(stack, views[slot], x, stack.head(slot)) for slot, x in enumerate(inputs)]
 
 
-class Streams(_OneUNetAtATime):
+class Streams(_EachUNetApart):
     """CUDA: U-Net g runs on its own stream, so the U-Nets' kernels run side by side (their backward
     too: autograd runs each op's backward on its forward's stream). On another device: `Threads`."""
 
@@ -122,7 +122,7 @@ class Streams(_OneUNetAtATime):
         return outputs
 
 
-class Threads(_OneUNetAtATime):
+class Threads(_EachUNetApart):
     """CPU: the U-Nets side by side on `workers` worker threads (threads.py); on another device, or
     with fewer than 2 workers, `Sequential`.
 
@@ -172,6 +172,8 @@ class Threads(_OneUNetAtATime):
 
 class Auto(Execution):
     """The default: `Streams` on a GPU, `Threads` (default worker count) elsewhere."""
+
+    name = "auto"
 
     def __init__(self) -> None:
         self._streams, self._threads = Streams(), Threads()
