@@ -1,5 +1,5 @@
 #!/bin/bash
-# Every GPU figure of the README's Speed section in one run (each row under a time limit: 9 minutes at most):
+# Every GPU figure of docs/performance.md in one run (each row under a time limit: 9 minutes at most):
 #   bash benchmarks/gpu_rows.sh [LOG]        (LOG default: gpu_rows.txt, or $OUT/gpu_rows.txt when $OUT is set)
 # Needs torch + torchvision with CUDA, OpenCV and tqdm. A machine without network that lacks tqdm gets it
 # from benchmarks/wheels/ (git-ignored), filled beforehand on a machine with network:

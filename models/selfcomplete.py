@@ -10,11 +10,15 @@ are the reference's, so checkpoints trained by the reference code load unchanged
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence, TypeVar
+
 import torch
 from torch import Tensor, nn
 
 RAW_CHANNELS = 3  # BGR
 FLOW_CHANNELS = 2  # (u, v)
+
+_Out = TypeVar("_Out")
 
 
 class DoubleConv(nn.Sequential):
@@ -70,6 +74,24 @@ class OutConv(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+
+def run_unet(x: Tensor, inc: Callable[[Tensor], Tensor], downs: Sequence[Callable[[Tensor], Tensor]],
+             ups: Sequence[Callable[[Tensor, Tensor], Tensor]], outc: Callable[[Tensor], _Out]) -> _Out:
+    """The U-Net's layer order, the one place it is written: the input block, each encoder step on
+    the previous output, each decoder step on the previous output and the encoder output of its size
+    (deepest first), then the output head.
+
+    The blocks are callables, so every way of running a U-Net runs this: the modules above, the
+    stacked network's grouped modules and its per-U-Net functions (models/stacked_cloze/).
+    """
+    skips = [inc(x)]
+    for down in downs:
+        skips.append(down(skips[-1]))
+    y = skips.pop()
+    for up in ups:
+        y = up(y, skips.pop())
+    return outc(y)
 
 
 class _UNetNames:
@@ -128,13 +150,8 @@ class _ClozeNet(nn.Module):
                 setattr(self, names.outc, OutConv(nf, out_channels))
 
     def _run_unet(self, names: _UNetNames, x: Tensor) -> Tensor:
-        skips = [getattr(self, names.inc)(x)]
-        for name in names.downs:
-            skips.append(getattr(self, name)(skips[-1]))
-        y = skips.pop()
-        for name in names.ups:
-            y = getattr(self, name)(y, skips.pop())
-        return getattr(self, names.outc)(y)
+        return run_unet(x, getattr(self, names.inc), [getattr(self, name) for name in names.downs],
+                        [getattr(self, name) for name in names.ups], getattr(self, names.outc))
 
     def _flow_unet_for(self, of_index: int) -> _UNetNames:
         raise NotImplementedError

@@ -88,13 +88,14 @@ def train(out: Path) -> None:
 
 def gradients(out: Path) -> None:
     from utils.cloze_steps import TrainStep, cube_batches
+    from models.stacked_cloze import Grouped
     from utils.training import make_network
 
     store = CubeStore.open(out / "store")
     cloze = ClozeConfig(**json.loads((out / "cloze.json").read_text()))
     rank, world = distributed.rank(), distributed.world_size()
     torch.manual_seed(3)
-    model = make_network(cloze, execution="grouped").double()
+    model = make_network(cloze, execution=Grouped()).double()
     wrapped = distributed.data_parallel(model, "cpu")
     step = TrainStep(wrapped, learning_rate=cloze.learning_rate, lambda_raw=cloze.lambda_raw,
                      lambda_of=cloze.lambda_of, use_flow=cloze.use_flow, batch_size=cloze.batch_size,

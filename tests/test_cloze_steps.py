@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.stacked_cloze import Threads, fused_forward_backward
 from tests.conftest import needs_native, write_config
 from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import load_config
@@ -52,9 +53,9 @@ def test_bf16_steps_run_in_bfloat16_and_stay_close_to_fp32(tmp_path, workers):
     errors, losses = {}, {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        model = make_network(cloze)
-        model.workers = workers  # threads: TrainStep runs forward_backward, each U-Net's backward on its worker
-        assert model.train().fuses_backward(torch.device("cpu")) == (workers > 1)
+        # threads: TrainStep runs the fused forward_backward, each U-Net's backward on its worker
+        model = make_network(cloze, execution=Threads(workers=workers))
+        assert (fused_forward_backward(model.train(), torch.device("cpu")) is not None) == (workers > 1)
         step = TrainStep(model, learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=True, batch_size=8,
                          device=torch.device("cpu"), precision=precision)
         losses[precision] = [step(*batch).item() for _ in range(3)]

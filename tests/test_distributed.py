@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from models.stacked_cloze import Grouped
 from tests.conftest import REPO, write_config
 from utils import distributed
 from utils.config import ClozeConfig
@@ -218,7 +219,7 @@ def test_ddp_training_matches_one_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     parallel = torch.load(tmp_path / "train_rank0.pt")
     # Like for like: torchrun trains the stacked network's grouped execution (synchronised BatchNorm).
-    single = train_blocks(store, cloze, 1, 1, "cpu", seed=3, progress=False, execution="grouped")
+    single = train_blocks(store, cloze, 1, 1, "cpu", seed=3, progress=False, execution=Grouped())
     assert parallel["state"].keys() == single.states[0][0].keys()
     # Exactness of DDP's gradients is tested in float64 (above). In float32 training, a max-pool or
     # ReLU that flips on a rounding difference reroutes a gradient, and Adam's first steps move each
@@ -254,7 +255,7 @@ def test_ddp_gradients_of_the_stacked_network_are_the_single_process_ones(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     parallel = torch.load(tmp_path / "gradients_rank0.pt")
     torch.manual_seed(3)
-    model = make_network(cloze, execution="grouped").double().train()
+    model = make_network(cloze, execution=Grouped()).double().train()
     step = TrainStep(model, learning_rate=cloze.learning_rate, lambda_raw=1.0, lambda_of=1.0, use_flow=True,
                      batch_size=9, device=torch.device("cpu"))
     raw, flow = next(cube_batches(store, np.arange(9), 9, "cpu"))

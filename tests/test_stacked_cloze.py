@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from models import SelfCompleteNet4, SelfCompleteNetFull, strip_data_parallel_prefix
-from models.stacked_cloze import StackedClozeNet, StackedSelfCompleteNet4, StackedSelfCompleteNetFull, cat_per_unet
+from models.stacked_cloze import (Auto, Grouped, Sequential, StackedClozeNet, StackedSelfCompleteNet4,
+                                   StackedSelfCompleteNetFull, Streams, Threads, fused_forward_backward)
+from models.stacked_cloze.stack import cat_per_unet
 from utils.stand_in_weights import det_fill
 from utils.cloze_steps import TrainStep
 
@@ -42,17 +44,20 @@ def case_id(case):
 
 
 # The CPU executions; "threads" with 3 worker threads whatever the thread count (this file runs at one).
-EXECUTIONS = [("sequential", None), ("grouped", None), ("threads", 3)]
+EXECUTIONS = {"sequential": Sequential, "grouped": Grouped, "threads": lambda: Threads(workers=3), "auto": Auto}
+CPU_EXECUTIONS = ["sequential", "grouped", "threads"]
 
 
 def make_pair(cls, tot_of_num, raw_range, padding, use_flow, nf=4, channels_last=True, dtype=torch.float32,
-              execution=("auto", None)):
-    """The reference network with det_fill weights, and a stacked one loaded with its state dict."""
+              execution="auto"):
+    """The reference network with det_fill weights, and a stacked one (run by EXECUTIONS[execution]) loaded
+    with its state dict."""
     kwargs = dict(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=raw_range,
                   useFlow=use_flow, padding=padding)
     reference = cls(**kwargs)
     reference.load_state_dict(det_fill(reference.state_dict()))
-    stacked = StackedClozeNet(cls(**kwargs), channels_last=channels_last, execution=execution[0], workers=execution[1])
+    stacked = StackedClozeNet(cls(**kwargs), channels_last=channels_last)
+    stacked.execution = EXECUTIONS[execution]()
     stacked.load_state_dict(reference.state_dict())
     return reference.to(dtype), stacked.to(dtype)
 
@@ -88,7 +93,7 @@ def assert_states_close(got, want, rel=REL):
         assert_close(got[key], want[key], key, rel)
 
 
-@pytest.mark.parametrize("execution", EXECUTIONS, ids=lambda e: e[0])
+@pytest.mark.parametrize("execution", CPU_EXECUTIONS)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_forward_equals_separate_unets(case, mode, execution):
@@ -129,7 +134,7 @@ def feeds_batchnorm(key):
     return key.endswith(("conv.0.bias", "conv.3.bias"))
 
 
-@pytest.mark.parametrize("execution", EXECUTIONS, ids=lambda e: e[0])
+@pytest.mark.parametrize("execution", CPU_EXECUTIONS)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_float64_gradients_and_adam_steps_equal_separate_unets(case, execution):
     """In float64 the two computations agree to ~1e-9 and better: the same mathematics, train.py's Adam settings.
@@ -160,7 +165,7 @@ def test_float64_gradients_and_adam_steps_equal_separate_unets(case, execution):
         assert_outputs_close(stacked.eval()(x, x_of), reference.eval()(x, x_of))
 
 
-@pytest.mark.parametrize("execution", EXECUTIONS, ids=lambda e: e[0])
+@pytest.mark.parametrize("execution", CPU_EXECUTIONS)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_float32_training_steps_follow_separate_unets(case, execution):
     """float32, train.py's Adam from the same weights: the same losses and BatchNorm counters.
@@ -191,20 +196,20 @@ def train_steps(model, x, x_of, use_flow, steps=3):
 def test_forward_backward_on_threads_equals_separate_unets(case):
     """The training step of the threads execution (each U-Net's backward right after its forward, on its
     worker): float64 gradients, 3 Adam steps through TrainStep, and float32 losses as the reference's."""
-    reference, stacked = make_pair(*case, dtype=torch.float64, execution=("threads", 3))
+    reference, stacked = make_pair(*case, dtype=torch.float64, execution="threads")
     use_flow = stacked.stack.n_flow > 0  # train.py's flow loss, where a flow U-Net serves a position in rawRange
     x, x_of = inputs(case[1], dtype=torch.float64)
-    assert not stacked.eval().fuses_backward(x.device)
+    assert fused_forward_backward(stacked.eval(), x.device) is None
     # One U-Net (e.g. Net4 at rawRange 2: its flow U-Net serves position 4) runs sequentially, unfused.
-    assert stacked.train().fuses_backward(x.device) == (stacked.stack.groups > 1)
+    assert (fused_forward_backward(stacked.train(), x.device) is not None) == (stacked.stack.groups > 1)
     if stacked.stack.groups > 1:
         assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flow)
 
-    reference, stacked = make_pair(*case, dtype=torch.float64, execution=("threads", 3))
+    reference, stacked = make_pair(*case, dtype=torch.float64, execution="threads")
     np.testing.assert_allclose(train_steps(stacked, x, x_of, use_flow), adam_steps(reference, x, x_of), rtol=1e-12)
     assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
 
-    reference, stacked = make_pair(*case, execution=("threads", 3))
+    reference, stacked = make_pair(*case, execution="threads")
     x, x_of = inputs(case[1])
     np.testing.assert_allclose(train_steps(stacked, x, x_of, use_flow), adam_steps(reference, x, x_of), rtol=REL)
 
@@ -214,7 +219,7 @@ def assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flo
     want_loss.backward()
     step = TrainStep(stacked.train(), learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=use_flow,
                      batch_size=len(x), device=x.device)
-    got_loss = stacked.forward_backward(x, x_of, step._loss_term)
+    got_loss = fused_forward_backward(stacked.train(), x.device)(x, x_of, step._loss_term)
     assert not got_loss.requires_grad
     np.testing.assert_allclose(got_loss.item(), want_loss.item(), rtol=1e-12)
     want = {k: p.grad for k, p in reference.named_parameters()}
@@ -227,13 +232,20 @@ def assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flo
 
 
 def test_forward_backward_refuses_other_executions():
-    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("sequential", None))
-    _, unfused = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
-    unfused.fuse_backward = False  # benchmarks/speed.py's threads_unfused
+    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="sequential")
+    _, unfused = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
+    unfused.execution = Threads(workers=3, fuse_backward=False)  # benchmarks/rows/cloze.py's threads_unfused
+    _, fused = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
     x, x_of = inputs(5)
     for stacked in (sequential, unfused):
+        assert fused_forward_backward(stacked.train(), x.device) is None  # TrainStep runs forward, then backward
+    # Asked directly, the threads execution refuses to run a step it does not run.
+    cases = [(unfused, "train", unfused.execution), (fused, "eval", fused.execution),
+             (fused, "train", Threads(workers=1))]  # one worker: sequential
+    for stacked, mode, execution in cases:
         with pytest.raises(RuntimeError, match="threads execution"):
-            stacked.train().forward_backward(x, x_of, lambda kind, output, target, count: output.sum())
+            execution.forward_backward(getattr(stacked, mode)(), x, x_of,
+                                       lambda kind, output, target, count: output.sum())
 
 
 @pytest.mark.parametrize("cls, tot_of_num", [(SelfCompleteNetFull, 5), (SelfCompleteNet4, 1)])
@@ -339,7 +351,7 @@ def test_worker_threads_leave_the_callers_thread_count():
     """Workers set their own intra-op thread count; the caller's, and that of threads started later, stay."""
     import threading
 
-    from models.stacked_cloze import UNetWorkers
+    from models.stacked_cloze.threads import UNetWorkers
 
     torch.set_num_threads(2)
     try:
@@ -357,8 +369,8 @@ def test_worker_threads_leave_the_callers_thread_count():
 
 
 def test_threads_follow_the_callers_autocast_and_grad_mode():
-    reference, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
-    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("sequential", None))
+    reference, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
+    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="sequential")
     x, x_of = inputs(5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, want = threaded.train()(x, x_of), sequential.train()(x, x_of)
@@ -378,25 +390,25 @@ def test_threads_follow_the_callers_autocast_and_grad_mode():
 
 def test_eval_on_a_cpu_runs_convolution_batchnorm_and_relu_fused():
     """The fused path is the one test_forward_equals_separate_unets[eval] compared with the reference."""
-    from models.stacked_cloze import _fused_inference
+    from models.stacked_cloze.one_unet import fused_inference
 
     x = torch.rand(2, 12, 8, 8)
     with torch.no_grad():
-        assert _fused_inference(x, training=False)
-        assert not _fused_inference(x, training=True) and not _fused_inference(x.double(), training=False)
+        assert fused_inference(x, training=False)
+        assert not fused_inference(x, training=True) and not fused_inference(x.double(), training=False)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not _fused_inference(x, training=False)
-    assert not _fused_inference(x, training=False)  # grad enabled: autograd needs the separate operations
+            assert not fused_inference(x, training=False)
+    assert not fused_inference(x, training=False)  # grad enabled: autograd needs the separate operations
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_upsample_gradients_are_the_transposed_convolutions(channels_last):
     """On a CPU the decoder's transposed convolution takes its weight gradient from the adjoint
-    strided convolution (models.stacked_cloze.upsample): output and every gradient equal autograd's
+    strided convolution (models/stacked_cloze/upsample.py): output and every gradient equal autograd's
     through F.conv_transpose2d (float64)."""
     from torch.nn import functional as F
 
-    from models.stacked_cloze import upsample
+    from models.stacked_cloze.upsample import upsample
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(3, 8, 5, 5, dtype=torch.float64, generator=generator)
@@ -416,17 +428,38 @@ def test_upsample_gradients_are_the_transposed_convolutions(channels_last):
 
 
 def test_an_error_on_a_worker_reaches_the_caller():
-    _, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("threads", 3))
+    _, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
     with pytest.raises(RuntimeError):
         threaded.train()(torch.rand(2, 15, 12, 12), torch.rand(2, 10, 12, 12))  # 12 is not divisible by 8
 
 
 @pytest.mark.parametrize("threads, workers", [(1, 1), (2, 2), (3, 1), (4, 2), (8, 2), (10, 10), (20, 10)])
 def test_threads_default_worker_count_keeps_every_thread_busy(threads, workers):
-    _, stacked = make_pair(SelfCompleteNetFull, 5, None, False, True, execution=("auto", None))  # 10 U-Nets
+    _, stacked = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="auto")  # 10 U-Nets
     torch.set_num_threads(threads)
     try:
-        assert stacked._worker_count() == workers
-        assert stacked.resolved_execution(torch.device("cpu")) == ("threads" if workers > 1 else "sequential")
+        assert Threads().worker_count(stacked.stack.groups) == workers
+        resolved = stacked.execution.resolve(torch.device("cpu"), stacked.stack.groups)
+        assert resolved.name == ("threads" if workers > 1 else "sequential")
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_default_execution_is_chosen_by_device():
+    """A new network runs Auto: streams on a GPU, threads on a CPU (sequential with one worker, as
+    this file's one thread gives), sequential elsewhere; an explicit Streams on a CPU runs threads."""
+    stacked = StackedSelfCompleteNet4(features_root=4, padding=False)
+    assert isinstance(stacked.execution, Auto)
+    groups = stacked.stack.groups
+    assert stacked.execution.resolve(torch.device("cuda"), groups).name == "streams"
+    assert stacked.execution.resolve(torch.device("cpu"), groups).name == "sequential"  # one thread: one worker
+    assert stacked.execution.resolve(torch.device("meta"), groups).name == "sequential"
+    assert Threads(workers=2).resolve(torch.device("cpu"), groups).name == "threads"
+    assert Streams().resolve(torch.device("cpu"), groups).name == "sequential"
+    assert Streams().resolve(torch.device("cuda"), groups).name == "streams"
+    torch.set_num_threads(2)
+    try:
+        assert Streams().resolve(torch.device("cpu"), groups).name == "threads"
+        assert stacked.execution.resolve(torch.device("cpu"), groups).name == "threads"
     finally:
         torch.set_num_threads(1)

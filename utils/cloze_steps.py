@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.stacked_cloze import fused_forward_backward
 from utils import distributed
 from utils.cubes import CubeStore
 from utils.precision import autocast, check_precision
@@ -166,12 +167,11 @@ class TrainStep:
 
     def _eager(self, raw: Tensor, flow: Tensor, batch_cubes: int) -> Tensor:
         self.optimizer.zero_grad()
-        fuses = getattr(self.model, "fuses_backward", None)
-        if (self.world_size == 1 and fuses is not None and fuses(self.device)
-                and (self.use_flow or not self.model.useFlow)):
+        forward_backward = fused_forward_backward(self.model, self.device) if self.world_size == 1 else None
+        if forward_backward is not None and (self.use_flow or not self.model.useFlow):
             # The stacked network on CPU threads: each U-Net's backward follows its forward on its worker.
             with forward_context(self.precision, self.device):  # the workers' forwards (their losses run outside)
-                loss = self.model.forward_backward(raw, flow, self._loss_term)
+                loss = forward_backward(raw, flow, self._loss_term)
         else:
             loss = self.loss(raw, flow, batch_cubes)
             loss.backward()

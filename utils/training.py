@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models import StackedClozeNet, build_cloze_network, strip_data_parallel_prefix
+from models.stacked_cloze import Execution, Grouped
 from utils import distributed
 from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import ClozeConfig
@@ -28,15 +29,21 @@ from utils.errors import VECError
 from utils.io import load_torch_file, remove_stale_temporaries, save_torch, sha256_file, write_json
 
 
-def make_network(cloze: ClozeConfig, stacked: bool = True, execution: str = "auto") -> nn.Module:
-    """The cloze network: its U-Nets run as one (models/stacked_cloze.py) unless `stacked` is False.
+def make_network(cloze: ClozeConfig, stacked: bool = True, execution: Execution | None = None) -> nn.Module:
+    """The cloze network: its U-Nets run as one (models/stacked_cloze/) unless `stacked` is False.
 
     Both give the same initial weights for the same seed and have the reference's state-dict keys.
-    `execution`: how the stacked network runs (StackedClozeNet.EXECUTIONS; auto picks the fastest).
+    `execution`: how the stacked network runs (models.stacked_cloze.execution; None: its default,
+    chosen by device).
     """
     network = build_cloze_network(cloze.nf, cloze.tot_raw_num, cloze.tot_of_num, cloze.border_mode,
                                   cloze.network_raw_range, cloze.use_flow, cloze.padding)
-    return StackedClozeNet(network, execution=execution) if stacked else network
+    if not stacked:
+        return network
+    stacked_network = StackedClozeNet(network)
+    if execution is not None:
+        stacked_network.execution = execution
+    return stacked_network
 
 
 def train_block(model: nn.Module, store: CubeStore, indices: np.ndarray, cloze: ClozeConfig, device: str,
@@ -126,16 +133,17 @@ class TrainedBlocks:
 
 
 def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: int, device: str, seed: int,
-                 progress: bool = True, parallel: bool = False, execution: str = "auto") -> TrainedBlocks:
+                 progress: bool = True, parallel: bool = False, execution: Execution | None = None) -> TrainedBlocks:
     """Train one network per block holding more than one cube (the reference's rule).
 
     `parallel`: every rank of the current torchrun group calls this with the same store;
     they train one DistributedDataParallel network per block (`train_block`) and split the
     training-score pass, each rank scoring its contiguous share of the block's cubes. Every
-    rank returns the same TrainedBlocks. It runs the stacked network's "grouped" execution:
+    rank returns the same TrainedBlocks. It runs the stacked network's `Grouped` execution:
     synchronised BatchNorm works through the BatchNorm modules, which only that execution
     calls (the others call F.batch_norm on views of their tensors). `execution` sets it
-    for a single process (e.g. to compare with a torchrun run like for like).
+    for a single process (e.g. `Grouped()`, to compare with a torchrun run like for like;
+    None: the network's default).
     """
     trained = TrainedBlocks([[None] * w_block for _ in range(h_block)], [[np.zeros(0)] * w_block for _ in range(h_block)],
                             [[np.zeros(0)] * w_block for _ in range(h_block)])
@@ -147,7 +155,7 @@ def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: in
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
             parallel_here = parallel and distributed.active()
-            model = make_network(cloze, execution="grouped" if parallel_here else execution).to(device)
+            model = make_network(cloze, execution=Grouped() if parallel_here else execution).to(device)
             label = f" block ({h},{w})" if h_block * w_block > 1 else ""
             if parallel_here:
                 wrapped = distributed.data_parallel(model, device, cloze.network_raw_range is not None)

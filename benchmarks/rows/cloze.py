@@ -26,7 +26,7 @@ import torch
 
 from benchmarks.harness import Result, interleaved
 from models import SelfCompleteNet4, SelfCompleteNetFull
-from models.stacked_cloze import StackedClozeNet
+from models.stacked_cloze import Auto, Grouped, Sequential, StackedClozeNet, Streams, Threads
 from utils.cloze_steps import ErrorStep, TrainStep
 
 
@@ -82,12 +82,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-batch", type=int, default=128, help="eval batch (cubes)")
 
 
+EXECUTIONS = {"auto": Auto, "grouped": Grouped, "sequential": Sequential, "streams": Streams, "threads": Threads}
+
+
 def stacked_network(reference: torch.nn.Module, variant: Variant) -> StackedClozeNet:
     """The stacked network that runs `reference`'s U-Nets (its weights taken over) the way `variant` says."""
-    model = StackedClozeNet(reference, channels_last=variant.channels_last, execution=variant.execution)
+    model = StackedClozeNet(reference, channels_last=variant.channels_last)
+    model.execution = (Threads(fuse_backward=variant.fuse_backward) if variant.execution == "threads" else
+                       EXECUTIONS[variant.execution]())
     if variant.compiled:
         model.stack.compile()  # in place: the state-dict keys stay
-    model.fuse_backward = variant.fuse_backward
     return model
 
 
