@@ -86,6 +86,15 @@ def test_ring_keeps_only_the_windows_of_frames_to_score_and_drops_when_behind():
         ring.take(timeout=0)
 
 
+def test_a_late_scorer_skips_to_the_newest_frames_keeping_the_stride():
+    ring = StreamRing(capacity=24, lookback=4, max_waiting=2)
+    ring.set_stride(3)
+    for arrival in _arrivals(20):  # planned: 0, 3, 6, …; complete up to 18 (frame 19 has arrived)
+        ring.put(arrival)
+    assert [ring.take(timeout=0).arrival.index for _ in range(2)] == [15, 18]
+    assert ring.dropped == 5 and ring.take(timeout=0) is None
+
+
 def test_a_new_segment_never_reaches_into_the_old_one():
     ring = StreamRing(capacity=24, lookback=4)
     for arrival in _arrivals(3) + _arrivals(3, segment=1):
@@ -231,6 +240,7 @@ def test_an_injected_anomaly_raises_one_alarm_covering_it(slow_run, offline):
     assert ANOMALY[0] - 2 <= event["start_frame"] and event["end_frame"] <= ANOMALY[1] + 6
     assert event["peak_frame"] == int(np.argmax(offline["anomaly"]))
     assert event["peak_score"] == pytest.approx(offline["anomaly"].max(), rel=1e-5)
+    assert not (folder / "alarm_in_progress.json").exists()  # written while it lasted, gone once it ended
     image = cv2.imread(str(folder / event["image"]))
     assert image is not None and image.shape == (160, 240, 3)
     assert len([line for line in out.splitlines() if line.startswith("alarm ")]) == 1

@@ -2,12 +2,13 @@
 
     run.json            the source, model, threshold and settings; rewritten with the summary at the end
     scores.csv          frame, segment, arrival_s, score, delay_s: one line per scored frame
-    events.jsonl        one JSON line per alarm: start, end, peak frame and score, its image
+    events.jsonl        one JSON line per alarm when it ends: start, end, peak frame and score, its image
+    alarm_in_progress.json  the alarm going on, as its line will read so far (gone once it has ended)
     event_NNN.jpg       each alarm's peak frame, its boxes coloured by score (updated while the alarm rises)
 
 A line is appended with a single `os.write` on a file opened for appending, as soon as it
 is known, so a crash or Ctrl-C loses at most the frame being scored and never leaves half
-a line; run.json and the images are replaced atomically (utils.io).
+a line; run.json, the alarm in progress and the images are replaced atomically (utils.io).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from utils.live.alarms import Event
 from utils.videos import score_colour
 
 SCORES_HEADER = "frame,segment,arrival_s,score,delay_s\n"
+IN_PROGRESS = "alarm_in_progress.json"
 
 
 def colour_value(score: float, threshold: float | None, scale: float) -> float:
@@ -95,8 +97,12 @@ class LiveRecorder:
             f.write(encoded.tobytes())
         return name
 
+    def alarm_in_progress(self, event: Event, image: str) -> None:
+        write_json(self.folder / IN_PROGRESS, {**event.as_dict(), "image": image})
+
     def event(self, event: Event, image: str) -> None:
         self._append(self._events, json.dumps({**event.as_dict(), "image": image}) + "\n")
+        (self.folder / IN_PROGRESS).unlink(missing_ok=True)
 
     def finish(self, summary: dict) -> None:
         for descriptor in (self._scores, self._events):

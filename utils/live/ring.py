@@ -6,9 +6,10 @@ frame it decodes; the ring keeps a frame only when the window of a frame still t
 scored holds it, so memory is a few windows whatever the stream's length and rate:
 
 - a frame no window needs is let go at once;
-- at most `capacity` frames are held; when a new frame would exceed that (the scorer is
-  behind), the oldest frame still to be scored is given up (`dropped`), and its frames
-  go unless a later window needs them.
+- when more than `max_waiting` frames to score have their window complete (the scorer is
+  behind), the oldest are given up (`dropped`), so a score is never more than a few
+  strides late; and at most `capacity` frames are held: a new frame beyond that gives up
+  the oldest frame to score too. A given-up frame's frames go unless a later window needs them.
 
 Frames come in segments (a segment ends when the source stops; a reopened source starts
 the next one, numbered in order); a frame's window never reaches into another segment.
@@ -50,17 +51,18 @@ class Target:
 class StreamRing:
     """Thread-safe: the reader calls `put`, `end_segment` and `close`; the scorer `take` and `set_stride`."""
 
-    def __init__(self, capacity: int, lookback: int, lookahead: int = 1) -> None:
+    def __init__(self, capacity: int, lookback: int, lookahead: int = 1, max_waiting: int | None = None) -> None:
         if capacity < lookback + lookahead + 2:
             raise ValueError(f"capacity {capacity} is below a window of {lookback + lookahead + 1} frames")
         self.capacity, self.lookback, self.lookahead = capacity, lookback, lookahead
+        self.max_waiting = max_waiting
         self.stride = 1
         self.segment, self.next = 0, 0  # the next frame to score
         self.slots: dict[tuple[int, int], Arrival] = {}
         self.latest: dict[int, int] = {}  # segment → highest index read
         self.lengths: dict[int, int] = {}  # segment → length, once it has ended
         self.closed, self.error = False, None
-        self.frames_in = self.dropped = self.peak_held = 0
+        self.frames_in = self.dropped = self.peak_held = self.segments = 0
         self._arrivals: deque[float] = deque(maxlen=64)
         self._changed = threading.Condition()
 
@@ -71,6 +73,7 @@ class StreamRing:
             self.frames_in += 1
             self._arrivals.append(arrival.time)
             self.latest[arrival.segment] = arrival.index
+            self.segments = max(self.segments, arrival.segment + 1)
             if not self._needed(arrival.segment, arrival.index):
                 return
             self.slots[(arrival.segment, arrival.index)] = arrival
@@ -107,6 +110,7 @@ class StreamRing:
                 if self.error is not None:
                     raise self.error
                 self._advance_segment()
+                self._give_up_late()
                 target = self._ready()
                 if target is not None:
                     self._plan_after(target.arrival.index)
@@ -153,7 +157,22 @@ class StreamRing:
     def _advance_segment(self) -> None:
         """Past the end of an ended segment the plan moves on to the start of the next."""
         while self.segment in self.lengths and self.next >= self.lengths[self.segment]:
+            del self.lengths[self.segment]
+            self.latest.pop(self.segment, None)
             self.segment, self.next = self.segment + 1, 0
+
+    def _give_up_late(self) -> None:
+        """Drop the oldest frames to score while more than `max_waiting` have their window complete."""
+        if self.max_waiting is None:
+            return
+        while True:
+            length = self.lengths.get(self.segment)
+            last = length - 1 if length is not None else self.latest.get(self.segment, -1) - self.lookahead
+            if last < self.next or (last - self.next) // self.stride + 1 <= self.max_waiting:
+                return
+            self.dropped += 1
+            self._plan_after(self.next)
+            self._advance_segment()
 
     def _ready(self) -> Target | None:
         segment, t = self.segment, self.next

@@ -13,6 +13,7 @@ import math
 import shutil
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ from utils.video_pipeline import load_video_model
 from utils.videos import iter_source_frames, probe_source, source_fingerprint
 
 LIVE_FOLDER = "live"  # results/live/<name>/
-RING_FRAMES = 24  # frames held at most: about a second at 25 frames/s before frames are dropped
+RING_FRAMES = 24  # frames held at most: about a second at 25 frames/s
+MAX_WAITING = 2  # frames to score whose window is complete; older ones are dropped (the score would be late)
 
 
 def check_number(flag: str, value: float, low: float, high: float = math.inf) -> float:
@@ -124,7 +126,7 @@ def run_session(scorer: FrameScorer, source: LiveSource, capture, folder: Path, 
     The frames scored are chosen `stride` apart (StridePolicy, from the measured speed and the
     arrival rate); each one's line goes to scores.csv as soon as it is scored, each alarm to
     events.jsonl when it ends. Returns the summary (also in run.json)."""
-    ring = StreamRing(ring_frames, lookback(scorer.cloze), LOOKAHEAD)
+    ring = StreamRing(ring_frames, lookback(scorer.cloze), LOOKAHEAD, max_waiting=MAX_WAITING)
     policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1)
     tracker = AlarmTracker(threshold, min_gap) if threshold is not None else None
     delays, compute = DelayStats(), DelayStats()
@@ -133,7 +135,7 @@ def run_session(scorer: FrameScorer, source: LiveSource, capture, folder: Path, 
                                      "started_unix": started_unix, "ring_frames": ring_frames})
     terminal.say(f"watching {source.given}; results in {folder}")
     reader = FrameReader(source, capture, ring, retries=retries, say=terminal.say)
-    scored, images, ended_by, strides = 0, {}, "the source ended", []
+    scored, images, ended_by, strides = 0, {}, "the source ended", deque(maxlen=20)
 
     def close_event(event: Event) -> None:
         image = images.pop(event.number)
@@ -163,6 +165,8 @@ def run_session(scorer: FrameScorer, source: LiveSource, capture, folder: Path, 
                     if peak:
                         images[tracker.open.number] = recorder.peak_image(tracker.open, arrival.frame, result.boxes,
                                                                           result.cube_scores, threshold)
+                    if tracker.open is not None and tracker.open.end_frame == arrival.number:
+                        recorder.alarm_in_progress(tracker.open, images[tracker.open.number])
                 policy.record(result.flows, result.flow_seconds, result.other_seconds)
                 rate = ring.arrival_rate()
                 stride = policy.decide(done, rate, ring.dropped)
@@ -190,9 +194,9 @@ def run_session(scorer: FrameScorer, source: LiveSource, capture, folder: Path, 
         close_event(tracker.finish())
     seconds = time.monotonic() - started
     not_planned = ring.frames_in - scored - ring.dropped
-    summary = {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": len(ring.latest),
+    summary = {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": ring.segments,
                "scored": scored, "dropped": ring.dropped, "not_scored_by_stride": not_planned,
-               "stride": ring.stride, "strides": strides[-20:],
+               "stride": ring.stride, "strides": list(strides),
                "scored_per_second": scored / seconds if seconds > 0 else math.nan, "arrival_rate": ring.arrival_rate(),
                "delay_median_s": delays.percentile(50), "delay_p95_s": delays.percentile(95),
                "score_seconds_median": compute.percentile(50), "score_seconds_p95": compute.percentile(95),
