@@ -24,6 +24,7 @@ import test as vec_test
 import train
 from tests.conftest import write_config
 from utils.datasets import context_range, generate_synthetic
+from utils.errors import VECError
 from utils.flow import flow_pair
 from utils.live.alarms import AlarmTracker, count_events
 from utils.live.calibrate import choose_threshold
@@ -31,6 +32,7 @@ from utils.live.context import Segment
 from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from utils.live.ring import Arrival, StreamEnded, StreamRing
 from utils.live.session import RING_FRAMES
+from utils.live.source import parse_source
 
 ANOMALY = (9, 13)  # frames of the anomaly clip with the injected object
 STRIDE_LINE = re.compile(r"scoring (?:every frame|1 frame in (\d+)): .* from frame (\d+)\)")
@@ -104,6 +106,19 @@ def test_a_new_segment_never_reaches_into_the_old_one():
                iter(lambda: ring.take(timeout=0), None)]
     assert windows == [(0, 0, [0, 1], 3), (0, 1, [0, 1, 2], 3), (0, 2, [0, 1, 2], 3), (1, 0, [0, 1], None),
                        (1, 1, [0, 1, 2], None)]
+
+
+def test_sources_are_told_apart_and_a_password_is_never_shown(tmp_path):
+    camera, stream, plain = (parse_source(text) for text in ("1", "rtsp://admin:s3cret@10.0.0.7:554/live/ch0",
+                                                             "http://cam.local/video.mjpg"))
+    assert (camera.kind, camera.target, camera.name) == ("camera", 1, "camera1")
+    assert (stream.kind, stream.target, stream.name) == ("stream", "rtsp://admin:s3cret@10.0.0.7:554/live/ch0",
+                                                        "10.0.0.7_554_ch0")
+    assert stream.shown == "rtsp://admin:***@10.0.0.7:554/live/ch0" and plain.shown == "http://cam.local/video.mjpg"
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    assert parse_source(str(tmp_path / "clip.mp4")).kind == "file"
+    with pytest.raises(VECError, match="is a folder"):
+        parse_source(str(tmp_path))
 
 
 def test_alarm_tracker_and_calibration_count_alike():

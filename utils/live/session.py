@@ -99,7 +99,7 @@ def watch(cfg: RunConfig, source_text: str, *, model_dir: Path | None = None, th
     capture = open_capture(source)
     if capture is None:
         raise cannot_open(source)
-    run_info = {"source": source.given, "source_kind": source.kind, "model": model_where, "threshold": threshold,
+    run_info = {"source": source.shown, "source_kind": source.kind, "model": model_where, "threshold": threshold,
                 "threshold_from": origin or None, "min_gap_s": min_gap, "retries": retries, "device": device,
                 "settings": model_settings(cfg)}
     return run_session(scorer, source, capture, _results_folder(cfg, source), run_info, threshold=threshold,
@@ -126,88 +126,116 @@ def run_session(scorer: FrameScorer, source: LiveSource, capture, folder: Path, 
     The frames scored are chosen `stride` apart (StridePolicy, from the measured speed and the
     arrival rate); each one's line goes to scores.csv as soon as it is scored, each alarm to
     events.jsonl when it ends. Returns the summary (also in run.json)."""
-    ring = StreamRing(ring_frames, lookback(scorer.cloze), LOOKAHEAD, max_waiting=MAX_WAITING)
-    policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1)
-    tracker = AlarmTracker(threshold, min_gap) if threshold is not None else None
-    delays, compute = DelayStats(), DelayStats()
-    started, started_unix = time.monotonic(), time.time()
-    recorder = LiveRecorder(folder, {**run_info, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                     "started_unix": started_unix, "ring_frames": ring_frames})
-    terminal.say(f"watching {source.given}; results in {folder}")
-    reader = FrameReader(source, capture, ring, retries=retries, say=terminal.say)
-    scored, images, ended_by, strides = 0, {}, "the source ended", deque(maxlen=20)
+    return _LiveRun(scorer, source, capture, folder, run_info, threshold, min_gap, retries, terminal,
+                    ring_frames).run()
 
-    def close_event(event: Event) -> None:
-        image = images.pop(event.number)
-        recorder.event(event, image)
-        terminal.say(_event_line(event, image))
 
-    reader.start()
-    try:
-        while True:
-            try:
-                target = ring.take(timeout=STATUS_EVERY)
-            except StreamEnded:
-                break
-            if target is not None:
-                arrival = target.arrival
-                result = scorer.score(target)
-                done = time.monotonic()
-                delays.add(done - arrival.time)
-                compute.add(result.flow_seconds + result.other_seconds)
-                scored += 1
-                recorder.score(arrival.number, arrival.segment, arrival.time - started, result.score,
-                               done - arrival.time)
-                if tracker is not None:
-                    ended, peak = tracker.update(arrival.number, arrival.time - started, result.score)
-                    if ended is not None:
-                        close_event(ended)
-                    if peak:
-                        images[tracker.open.number] = recorder.peak_image(tracker.open, arrival.frame, result.boxes,
-                                                                          result.cube_scores, threshold)
-                    if tracker.open is not None and tracker.open.end_frame == arrival.number:
-                        recorder.alarm_in_progress(tracker.open, images[tracker.open.number])
-                policy.record(result.flows, result.flow_seconds, result.other_seconds)
-                rate = ring.arrival_rate()
-                stride = policy.decide(done, rate, ring.dropped)
-                if stride is not None:
-                    ring.set_stride(stride, arrival)
-                    strides.append({"from_frame": arrival.number, "stride": stride})
-                    terminal.say(_stride_line(stride, rate, policy.cost(stride), arrival.number))
-            alarm = (f" | ALARM since {tracker.open.start_s:.1f} s, peak {tracker.open.peak_score:.2f}"
-                     if tracker is not None and tracker.open is not None else "")
-            terminal.status(f"frames in {ring.frames_in} | scored {scored} (1 in {ring.stride}) | dropped "
-                            f"{ring.dropped} | delay {milliseconds(delays.recent_percentile(50))} median, "
-                            f"{milliseconds(delays.recent_percentile(95))} p95{alarm}")
-    except KeyboardInterrupt:
-        ended_by = "interrupted (Ctrl-C)"
-    except BaseException:
-        reader.stop()
-        recorder.finish({"ended_by": "failed"})
-        terminal.close()
-        raise
-    reader.stop()
-    reader.join(timeout=2)
-    if reader.lost:
-        ended_by = "the stream stopped and was not reopened"
-    if tracker is not None and tracker.open is not None:
-        close_event(tracker.finish())
-    seconds = time.monotonic() - started
-    not_planned = ring.frames_in - scored - ring.dropped
-    summary = {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": ring.segments,
-               "scored": scored, "dropped": ring.dropped, "not_scored_by_stride": not_planned,
-               "stride": ring.stride, "strides": list(strides),
-               "scored_per_second": scored / seconds if seconds > 0 else math.nan, "arrival_rate": ring.arrival_rate(),
-               "delay_median_s": delays.percentile(50), "delay_p95_s": delays.percentile(95),
-               "score_seconds_median": compute.percentile(50), "score_seconds_p95": compute.percentile(95),
-               "events": tracker.count if tracker is not None else 0, "peak_frames_held": ring.peak_held,
-               "results_dir": str(folder)}
-    recorder.finish(summary)
-    terminal.close()
-    if ring.frames_in == 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise VECError(f"{source.given} opened but gave no frame; check that it is a video and that it plays")
-    return summary
+class _LiveRun:
+    """One run of `run_session`: the reader thread feeds the ring; this thread scores, records and reports."""
+
+    def __init__(self, scorer: FrameScorer, source: LiveSource, capture, folder: Path, run_info: dict,
+                 threshold: float | None, min_gap: float, retries: int, terminal: Terminal, ring_frames: int) -> None:
+        self.scorer, self.source, self.folder, self.terminal = scorer, source, folder, terminal
+        self.threshold = threshold
+        self.ring = StreamRing(ring_frames, lookback(scorer.cloze), LOOKAHEAD, max_waiting=MAX_WAITING)
+        self.policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1)
+        self.tracker = AlarmTracker(threshold, min_gap) if threshold is not None else None
+        self.delays, self.compute = DelayStats(), DelayStats()
+        self.started = time.monotonic()
+        self.recorder = LiveRecorder(folder, {**run_info, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                              "started_unix": time.time(), "ring_frames": ring_frames})
+        self.reader = FrameReader(source, capture, self.ring, retries=retries, say=terminal.say)
+        self.scored, self.images, self.strides = 0, {}, deque(maxlen=20)
+
+    def run(self) -> dict:
+        self.terminal.say(f"watching {self.source.shown}; results in {self.folder}")
+        ended_by = "the source ended"
+        self.reader.start()
+        try:
+            while True:
+                try:
+                    target = self.ring.take(timeout=STATUS_EVERY)
+                except StreamEnded:
+                    break
+                if target is not None:
+                    self._score(target)
+                self._status()
+        except KeyboardInterrupt:
+            ended_by = "interrupted (Ctrl-C)"
+        except BaseException:
+            self.reader.stop()
+            self.recorder.finish({"ended_by": "failed"})
+            self.terminal.close()
+            raise
+        self.reader.stop()
+        self.reader.join(timeout=2)
+        if self.reader.lost:
+            ended_by = "the stream stopped and was not reopened"
+        if self.tracker is not None and self.tracker.open is not None:
+            self._close_alarm(self.tracker.finish())
+        summary = self._summary(ended_by)
+        self.recorder.finish(summary)
+        self.terminal.close()
+        if self.ring.frames_in == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise VECError(f"{self.source.shown} opened but gave no frame; check that it is a video and that it plays")
+        return summary
+
+    def _score(self, target) -> None:
+        arrival = target.arrival
+        result = self.scorer.score(target)
+        done = time.monotonic()
+        self.delays.add(done - arrival.time)
+        self.compute.add(result.flow_seconds + result.other_seconds)
+        self.scored += 1
+        self.recorder.score(arrival.number, arrival.segment, arrival.time - self.started, result.score,
+                            done - arrival.time)
+        if self.tracker is not None:
+            self._alarm(arrival, result)
+        self.policy.record(result.flows, result.flow_seconds, result.other_seconds)
+        rate = self.ring.arrival_rate()
+        stride = self.policy.decide(done, rate, self.ring.dropped)
+        if stride is not None:
+            self.ring.set_stride(stride, arrival)
+            self.strides.append({"from_frame": arrival.number, "stride": stride})
+            self.terminal.say(_stride_line(stride, rate, self.policy.cost(stride), arrival.number))
+
+    def _alarm(self, arrival: Arrival, result) -> None:
+        tracker = self.tracker
+        ended, peak = tracker.update(arrival.number, arrival.time - self.started, result.score)
+        if ended is not None:
+            self._close_alarm(ended)
+        if peak:
+            self.images[tracker.open.number] = self.recorder.peak_image(tracker.open, arrival.frame, result.boxes,
+                                                                        result.cube_scores, self.threshold)
+        if tracker.open is not None and tracker.open.end_frame == arrival.number:
+            self.recorder.alarm_in_progress(tracker.open, self.images[tracker.open.number])
+
+    def _close_alarm(self, event: Event) -> None:
+        image = self.images.pop(event.number)
+        self.recorder.event(event, image)
+        self.terminal.say(_event_line(event, image))
+
+    def _status(self) -> None:
+        ring, tracker = self.ring, self.tracker
+        alarm = (f" | ALARM since {tracker.open.start_s:.1f} s, peak {tracker.open.peak_score:.2f}"
+                 if tracker is not None and tracker.open is not None else "")
+        self.terminal.status(f"frames in {ring.frames_in} | scored {self.scored} (1 in {ring.stride}) | dropped "
+                             f"{ring.dropped} | delay {milliseconds(self.delays.recent_percentile(50))} median, "
+                             f"{milliseconds(self.delays.recent_percentile(95))} p95{alarm}")
+
+    def _summary(self, ended_by: str) -> dict:
+        ring, seconds = self.ring, time.monotonic() - self.started
+        return {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": ring.segments,
+                "scored": self.scored, "dropped": ring.dropped,
+                "not_scored_by_stride": ring.frames_in - self.scored - ring.dropped,
+                "stride": ring.stride, "strides": list(self.strides),
+                "scored_per_second": self.scored / seconds if seconds > 0 else math.nan,
+                "arrival_rate": ring.arrival_rate(),
+                "delay_median_s": self.delays.percentile(50), "delay_p95_s": self.delays.percentile(95),
+                "score_seconds_median": self.compute.percentile(50), "score_seconds_p95": self.compute.percentile(95),
+                "events": self.tracker.count if self.tracker is not None else 0, "peak_frames_held": ring.peak_held,
+                "results_dir": str(self.folder)}
 
 
 def _file_rate(source, fps: float | None) -> float:

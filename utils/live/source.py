@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 # FFmpeg's own complaints about a stream ("Connection refused", "Stream ends prematurely")
 # would interleave with this program's lines; every such case is reported here, in one line.
@@ -45,6 +45,15 @@ class LiveSource:
     kind: str  # "camera", "stream" or "file"
     target: int | str  # what cv2.VideoCapture opens
     name: str  # part of the results folder's name
+
+    @property
+    def shown(self) -> str:
+        """`given` with a URL's password replaced by ***, for the terminal and run.json."""
+        parts = urlsplit(self.given) if self.kind == "stream" else None
+        if parts is None or parts.password is None:
+            return self.given
+        netloc = f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def reopens(self) -> bool:
@@ -100,7 +109,7 @@ def cannot_open(source: LiveSource) -> VECError:
                       "another program? try 0, 1, …)",
             "stream": "check the URL, that the camera is on and reachable from here, and its user name and password",
             "file": "OpenCV cannot decode it; convert it to .mp4 or .avi"}[source.kind]
-    return VECError(f"cannot open {source.given}: {hint}")
+    return VECError(f"cannot open {source.shown}: {hint}")
 
 
 def capture_fps(capture: cv2.VideoCapture) -> float | None:
@@ -192,14 +201,14 @@ class FrameReader(threading.Thread):
             return None
         for attempt in range(1, self.retries + 1):
             pause = retry_pause(attempt)
-            self.say(f"{stopped}: reopening {self.source.given} in {pause:g} s (try {attempt} of {self.retries})")
+            self.say(f"{stopped}: reopening {self.source.shown} in {pause:g} s (try {attempt} of {self.retries})")
             if self.stopping.wait(pause):
                 return None
             capture = open_capture(self.source)
             if capture is not None:
-                self.say(f"reopened {self.source.given}: frames from {frames_read} on are a new segment")
+                self.say(f"reopened {self.source.shown}: frames from {frames_read} on are a new segment")
                 return capture
             stopped = "cannot open it"
-        self.say(f"{self.source.given} could not be reopened after {self.retries} tries; stopping")
+        self.say(f"{self.source.shown} could not be reopened after {self.retries} tries; stopping")
         self.lost = True
         return None
