@@ -33,6 +33,7 @@ from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from utils.live.ring import Arrival, StreamEnded, StreamRing
 from utils.live.session import RING_FRAMES
 from utils.live.source import parse_source
+from utils.live.status import Terminal
 
 ANOMALY = (9, 13)  # frames of the anomaly clip with the injected object
 STRIDE_LINE = re.compile(r"scoring (?:every frame|1 frame in (\d+)): .* from frame (\d+)\)")
@@ -121,6 +122,19 @@ def test_sources_are_told_apart_and_a_password_is_never_shown(tmp_path):
         parse_source(str(tmp_path))
 
 
+def test_the_status_line_stays_below_the_lines_and_is_cleared_at_the_end():
+    out, status = io.StringIO(), io.StringIO()
+    terminal = Terminal(out, status, show_status=True)
+    terminal.status("frames in 10 | scored 5", force=True)
+    terminal.say("alarm 1: …")
+    terminal.close()
+    assert out.getvalue() == "alarm 1: …\n"
+    assert status.getvalue() == "\r\033[Kframes in 10 | scored 5" + "\r\033[K" + "\r\033[Kframes in 10 | scored 5" + "\r\033[K"
+    quiet = io.StringIO()
+    Terminal(io.StringIO(), quiet, show_status=False).status("x", force=True)
+    assert quiet.getvalue() == ""
+
+
 def test_alarm_tracker_and_calibration_count_alike():
     rng = np.random.default_rng(0)
     scores = rng.normal(0, 1, 500)
@@ -166,7 +180,7 @@ def trained(small_synthetic, tmp_path_factory):
         x = 10 + (i - ANOMALY[0]) * 30
         cv2.rectangle(anomaly[i], (x, 60), (x + 24, 90), (250, 250, 250), -1)
     clips = {"normal": encode_jpegs(normal), "anomaly": encode_jpegs(anomaly)}
-    clips["fast"] = clips["normal"] + clips["normal"][::-1][1:]  # there and back
+    clips["fast"] = clips["normal"] + clips["normal"][::-1][1:] + clips["normal"][1:]  # there, back and there
     clips["head"], clips["tail"] = clips["anomaly"][:8], clips["anomaly"][8:]
     for name, jpegs in clips.items():  # raw MJPEG files: FFmpeg decodes them as it decodes the stream
         (root / f"{name}.mjpeg").write_bytes(b"".join(jpegs))
@@ -278,9 +292,10 @@ def test_calibrated_threshold_raises_no_alarm_on_the_normal_frames(trained, cali
 
 @pytest.fixture(scope="module")
 def fast_run(trained, slow_run):
-    """The normal clip there and back (47 frames), served twice as fast as a frame is scored here."""
+    """The normal clip there, back and there again (70 frames), served 1.5 times as fast as a frame is scored
+    here (a stride of about 3 to 8, from how the time splits between flow and the rest)."""
     root, config, clips = trained
-    fps = min(150.0, max(10.0, 2 / slow_run[4]["summary"]["score_seconds_median"]))
+    fps = min(150.0, max(5.0, 1.5 / slow_run[4]["summary"]["score_seconds_median"]))
     with PacedMJPEGServer(clips["fast"], fps) as server:
         done = _live(config, server.url, "--retries", 0)
     assert done[0] == 0, done[1]
@@ -296,7 +311,7 @@ def test_fast_pace_gives_a_steady_stride_bounded_memory_and_the_offline_scores(f
     stride, since = changes[-1]
     assert stride >= 2 and summary["stride"] == stride, out
     scored = sorted(_scored(rows))
-    gaps = np.diff([f for f in scored if f >= since])
+    gaps = np.diff([f for f in scored if f >= since])[1:]  # the first may be longer: frames let go before the change
     assert len(gaps) >= 3 and np.all(gaps % stride == 0) and np.mean(gaps == stride) >= 0.75, (scored, out)
     assert summary["frames_in"] == len(trained[2]["fast"]) and summary["peak_frames_held"] <= RING_FRAMES
     assert summary["scored"] + summary["dropped"] + summary["not_scored_by_stride"] == summary["frames_in"]
