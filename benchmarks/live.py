@@ -9,7 +9,9 @@ its reader thread, ring, stride and alarms, and each row reports, for one cloze 
 
 - scored/s: frames scored per second; stride: the stride it settled on (1 = every frame);
 - delay median / p95: from a frame's arrival to its score (it includes waiting for frame i+1);
-- score ms: the median time to score one frame at that stride; dropped: frames given up.
+- score ms: the median time to score one frame at that stride, of which flow ms per flow (five
+  per frame at a stride of 5 or more, fewer below) and rest ms (boxes, cubes, cloze networks);
+- dropped: frames given up (mostly in the first seconds, before the speed is known).
 
 The pipeline is the one `--live` builds from config.cfg, with the stages of the device:
 
@@ -41,6 +43,7 @@ import cv2  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.datasets import generate_synthetic  # noqa: E402
 from utils.live import run_session  # noqa: E402
+from utils.live.session import live_threads  # noqa: E402
 from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs  # noqa: E402
 from utils.live.scorer import FrameScorer  # noqa: E402
 from utils.live.source import open_capture, parse_source  # noqa: E402
@@ -95,8 +98,13 @@ def scorer_for(device: str, nf: int):
 
 
 def run_row(device: str, nf: int, jpegs: list[bytes], fps: float, work: Path, show: bool) -> dict:
-    cfg, scorer = scorer_for(device, nf)
-    scorer.warm_up()
+    with live_threads(device):  # as test.py --live runs
+        cfg, scorer = scorer_for(device, nf)
+        scorer.warm_up()
+        return serve_and_watch(scorer, device, nf, jpegs, fps, work, show)
+
+
+def serve_and_watch(scorer, device: str, nf: int, jpegs: list[bytes], fps: float, work: Path, show: bool) -> dict:
     terminal = Terminal(out=sys.stdout if show else io.StringIO(), show_status=False)
     with PacedMJPEGServer(jpegs, fps) as server:
         source = parse_source(server.url)
@@ -125,17 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         jpegs = [clip[i % len(clip)] for i in range(int(round(args.fps * args.seconds)))]
         height, width = frames[0].shape[:2]
         print(f"live scoring on {args.device} ({STAGES[args.device]}): a {width}x{height} clip served at "
-              f"{args.fps:g} frames/s for {args.seconds:g} s per row; torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
+              f"{args.fps:g} frames/s for {args.seconds:g} s per row; {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f} at the start")
         rows = []
         for nf in args.nf:
             summary = run_row(args.device, nf, jpegs, args.fps, work, not args.quiet)
             rows.append((nf, summary))
         print(f"\n{'nf':>4} {'scored/s':>9} {'stride':>7} {'delay median':>13} {'delay p95':>10} {'score ms':>9} "
-              f"{'scored':>7} {'dropped':>8}")
+              f"{'flow ms':>8} {'rest ms':>8} {'scored':>7} {'dropped':>8}")
         for nf, s in rows:
             print(f"{nf:>4} {s['scored_per_second']:>9.2f} {s['stride']:>7} {s['delay_median_s'] * 1000:>10.0f} ms "
-                  f"{s['delay_p95_s'] * 1000:>7.0f} ms {s['score_seconds_median'] * 1000:>9.0f} {s['scored']:>7} "
+                  f"{s['delay_p95_s'] * 1000:>7.0f} ms {s['score_seconds_median'] * 1000:>9.0f} "
+                  f"{s['flow_seconds_median'] * 1000:>8.0f} {s['rest_seconds_median'] * 1000:>8.0f} {s['scored']:>7} "
                   f"{s['dropped']:>8}")
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0

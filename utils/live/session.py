@@ -9,6 +9,7 @@ every stage runs with the configured dataset's settings.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -17,6 +18,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from utils.config import RunConfig, resolve_device
@@ -37,6 +39,10 @@ from utils.video_pipeline import load_video_model
 from utils.videos import iter_source_frames, probe_source, source_fingerprint
 
 LIVE_FOLDER = "live"  # results/live/<name>/
+# A frame's cloze work is a few cubes: a second intra-op thread gains little on it and competes with the
+# reader's decoding and the flow. On the 2-core development machine, busy: nf 8 took 50 ms a frame for the
+# boxes, cubes and networks with one thread, 240-320 ms with two (benchmarks/live.py prints the split).
+LIVE_CPU_THREADS = 1
 RING_FRAMES = 24  # frames held at most: about a second at 25 frames/s
 MAX_WAITING = 2  # frames to score whose window is complete; older ones are dropped (the score would be late)
 
@@ -48,6 +54,20 @@ def check_number(flag: str, value: float, low: float, high: float = math.inf) ->
                   else f" between {low:g} and {high:g}")
         raise VECError(f"{flag} {value} must be a finite number{limits}")
     return value
+
+
+@contextlib.contextmanager
+def live_threads(device: str):
+    """Torch's intra-op threads set to LIVE_CPU_THREADS for a live run on the CPU, and put back after."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(LIVE_CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _threshold(cfg: RunConfig, threshold: float | None, model_file: Path) -> tuple[float | None, str]:
@@ -94,16 +114,17 @@ def watch(cfg: RunConfig, source_text: str, *, model_dir: Path | None = None, th
     terminal.say(f"threshold: {threshold:.4f} ({origin})" if threshold is not None else
                  "no threshold: scores only, no alarms (pass --threshold T, or calibrate one on normal footage "
                  "with `python test.py --calibrate VIDEO`)")
-    scorer = FrameScorer.from_config(cfg, trained, device)
-    scorer.warm_up()
-    capture = open_capture(source)
-    if capture is None:
-        raise cannot_open(source)
-    run_info = {"source": source.shown, "source_kind": source.kind, "model": model_where, "threshold": threshold,
-                "threshold_from": origin or None, "min_gap_s": min_gap, "retries": retries, "device": device,
-                "settings": model_settings(cfg)}
-    return run_session(scorer, source, capture, _results_folder(cfg, source), run_info, threshold=threshold,
-                       min_gap=min_gap, retries=retries, terminal=terminal)
+    with live_threads(device):
+        scorer = FrameScorer.from_config(cfg, trained, device)
+        scorer.warm_up()
+        capture = open_capture(source)
+        if capture is None:
+            raise cannot_open(source)
+        run_info = {"source": source.shown, "source_kind": source.kind, "model": model_where, "threshold": threshold,
+                    "threshold_from": origin or None, "min_gap_s": min_gap, "retries": retries, "device": device,
+                    "settings": model_settings(cfg)}
+        return run_session(scorer, source, capture, _results_folder(cfg, source), run_info, threshold=threshold,
+                           min_gap=min_gap, retries=retries, terminal=terminal)
 
 
 def _stride_line(stride: int, rate: float, cost: float, number: int) -> str:
@@ -226,6 +247,7 @@ class _LiveRun:
 
     def _summary(self, ended_by: str) -> dict:
         ring, seconds = self.ring, time.monotonic() - self.started
+        flow, rest = self.policy.medians()
         return {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": ring.segments,
                 "scored": self.scored, "dropped": ring.dropped,
                 "not_scored_by_stride": ring.frames_in - self.scored - ring.dropped,
@@ -234,6 +256,7 @@ class _LiveRun:
                 "arrival_rate": ring.arrival_rate(),
                 "delay_median_s": self.delays.percentile(50), "delay_p95_s": self.delays.percentile(95),
                 "score_seconds_median": self.compute.percentile(50), "score_seconds_p95": self.compute.percentile(95),
+                "flow_seconds_median": flow, "rest_seconds_median": rest,
                 "events": self.tracker.count if self.tracker is not None else 0, "peak_frames_held": ring.peak_held,
                 "results_dir": str(self.folder)}
 
@@ -294,11 +317,12 @@ def calibrate(cfg: RunConfig, paths: list[Path], *, model_dir: Path | None = Non
     sources = [probe_source(Path(p), cfg.cloze.tot_raw_num) for p in paths]
     trained, model_where = load_video_model(cfg, model_dir)
     print(f"model: {model_where}")
-    scorer = FrameScorer.from_config(cfg, trained, device)
     all_scores, all_times, all_seconds, described, offset = [], [], [], [], 0.0
-    for source in sources:
+    with live_threads(device):
+        scorer = FrameScorer.from_config(cfg, trained, device)
+        scored = [score_every_frame(scorer, iter_source_frames(source), source.name, progress) for source in sources]
+    for source, (scores, seconds) in zip(sources, scored):
         rate = _file_rate(source, fps)
-        scores, seconds = score_every_frame(scorer, iter_source_frames(source), source.name, progress)
         all_seconds.append(seconds)
         # Separate videos never share an alarm: each starts more than min_gap after the previous one.
         times = offset + np.arange(len(scores)) / rate

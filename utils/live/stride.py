@@ -44,6 +44,11 @@ class StridePolicy:
             self._flow.append(flow_seconds / flows)
         self._rest.append(other_seconds)
 
+    def medians(self) -> tuple[float, float]:
+        """(seconds per flow, seconds for the rest of a frame) over the last frames scored; NaN before any."""
+        return (statistics.median(self._flow) if self._flow else float("nan"),
+                statistics.median(self._rest) if self._rest else float("nan"))
+
     def cost(self, stride: int) -> float | None:
         """Seconds to score one frame at `stride` (None before any measurement)."""
         if not self._rest:
