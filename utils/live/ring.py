@@ -137,10 +137,6 @@ class StreamRing:
                 return None
             return (len(self._arrivals) - 1) / (self._arrivals[-1] - self._arrivals[0])
 
-    def held(self) -> int:
-        with self._changed:
-            return len(self.slots)
-
     # ---- the plan (called with the lock held) ------------------------------------------------
 
     def _needed(self, segment: int, index: int) -> bool:

@@ -82,7 +82,8 @@ def _threshold(cfg: RunConfig, threshold: float | None, model_file: Path) -> tup
         warnings.warn(f"the threshold in {record['path']} was calibrated with other settings ({', '.join(changed)}); "
                       "calibrate again with these", VECWarning)
     on = ", ".join(Path(s["path"]).name for s in record["calibrated_on"])
-    return float(record["threshold"]), (f"calibrated on {on} for {record['false_alarms_per_hour']:g} false alarms "
+    rate = record["false_alarms_per_hour"]
+    return float(record["threshold"]), (f"calibrated on {on} for {rate:g} false alarm{'' if rate == 1 else 's'} "
                                         f"per hour, {record['path']}")
 
 

@@ -209,6 +209,7 @@ class FrameReader(threading.Thread):
                 self.say(f"reopened {self.source.shown}: frames from {frames_read} on are a new segment")
                 return capture
             stopped = "cannot open it"
-        self.say(f"{self.source.shown} could not be reopened after {self.retries} tries; stopping")
+        self.say(f"{self.source.shown} could not be reopened after {self.retries} "
+                 f"{'try' if self.retries == 1 else 'tries'}; stopping")
         self.lost = True
         return None
