@@ -7,10 +7,25 @@ from utils.pipeline import run_testing
 
 
 def run(cfg, args):
+    modes = [flag for flag, given in (("--video", args.video), ("--live", args.live is not None),
+                                      ("--calibrate", args.calibrate)) if given]
+    if len(modes) > 1:
+        raise VECError(f"{' and '.join(modes)} cannot be combined; run one at a time")
+    if not modes and (args.model is not None or args.labels is not None or args.fps is not None
+                      or args.accept_short_video):
+        raise VECError("--model, --labels, --fps and --accept-short-video go with --video PATH (--model also with "
+                       "--live SOURCE, --model and --fps with --calibrate VIDEO)")
+    for flag, value, goes_with in (("--labels", args.labels, "--video"),
+                                   ("--accept-short-video", args.accept_short_video or None, "--video"), ("--fps", args.fps, "--video --calibrate"),
+                                   ("--threshold", args.threshold, "--live"), ("--retries", args.retries, "--live"),
+                                   ("--false-alarms-per-hour", args.false_alarms_per_hour, "--calibrate"),
+                                   ("--min-gap", args.min_gap, "--live --calibrate")):
+        if value is not None and not set(goes_with.split()) & set(modes):
+            raise VECError(f"{flag} goes with {' or '.join(goes_with.split())}")
     if args.video:
         return run_videos(cfg, args)
-    if args.model is not None or args.labels is not None or args.fps is not None or args.accept_short_video:
-        raise VECError("--model, --labels, --fps and --accept-short-video go with --video PATH")
+    if modes:
+        return run_live(cfg, args)
     report = run_testing(cfg)
     print(f"results in {report['results_dir']}: metrics.json, per_video.csv, frame_scores.npy, plots")
     print(f"report: {report['results_dir']}/report.html")
@@ -35,19 +50,58 @@ def run_videos(cfg, args):
                                                           if s["auroc"] is None else f"{s['auroc']:.4f}"))
 
 
+def run_live(cfg, args):
+    from utils.live import calibrate, watch
+    from utils.live.status import milliseconds
+
+    min_gap = 2.0 if args.min_gap is None else args.min_gap
+    if args.calibrate:
+        done = calibrate(cfg, args.calibrate, model_dir=args.model, min_gap=min_gap, fps=args.fps,
+                         false_alarms_per_hour=1.0 if args.false_alarms_per_hour is None else args.false_alarms_per_hour)
+        print(f"threshold {done['threshold']:.4f}: {done['events_at_threshold']} alarm(s) on {done['frames']} normal "
+              f"frames ({done['seconds']:.0f} s; {done['allowed_events']} allowed at {done['false_alarms_per_hour']:g} "
+              f"per hour); highest normal score {done['normal_scores']['max']:.4f}; a frame took "
+              f"{milliseconds(done['score_seconds_median'])} to score")
+        print(f"saved in {done['path']}; `python test.py --live SOURCE` uses it")
+        return
+    s = watch(cfg, args.live, model_dir=args.model, threshold=args.threshold, min_gap=min_gap,
+              retries=5 if args.retries is None else args.retries)
+    print(f"stopped, {s['ended_by']}: {s['frames_in']} frames in, {s['scored']} scored, {s['dropped']} dropped, "
+          f"{s['not_scored_by_stride']} left out by the stride; delay median {milliseconds(s['delay_median_s'])}, 95th percentile "
+          f"{milliseconds(s['delay_p95_s'])}; {s['events']} alarm(s)")
+    print(f"results in {s['results_dir']}: scores.csv, events.jsonl, run.json"
+          + (", event_*.jpg" if s["events"] else ""))
+
+
 def add_arguments(parser):
     parser.add_argument("--video", nargs="+", metavar="PATH",
                         help="score your own videos instead: video files (any container OpenCV reads) or folders "
                              "of frames (.jpg/.png/.tif/.bmp, sorted by name); results in "
                              "results/videos/<name>-<digest of the path>/ (docs/own_videos.md)")
+    parser.add_argument("--live", metavar="SOURCE",
+                        help="watch a camera instead: a camera index (0), a stream URL (rtsp://…, http://…/video.mjpg) "
+                             "or a video file (played at its own rate); scores and alarms as the frames arrive, "
+                             "in results/live/<name>/ (docs/live.md)")
+    parser.add_argument("--calibrate", nargs="+", metavar="VIDEO",
+                        help="score normal footage (video files or folders of frames) and store the alarm threshold "
+                             "that --live uses beside the model")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="with --live: raise an alarm when a frame's score exceeds T (default: the calibrated one)")
+    parser.add_argument("--false-alarms-per-hour", type=float, metavar="N",
+                        help="with --calibrate: alarms allowed per hour of the normal footage (default 1)")
+    parser.add_argument("--min-gap", type=float, metavar="S",
+                        help="with --live or --calibrate: an alarm ends after S seconds at or below the threshold "
+                             "(default 2)")
+    parser.add_argument("--retries", type=int, metavar="N",
+                        help="with --live: reopen a camera or stream that stops up to N times (default 5)")
     parser.add_argument("--model", metavar="DIR",
-                        help="with --video: the folder holding the trained model files of another run "
-                             "(e.g. data/video_sets/<set>/raw2flow); default: the configured dataset's model")
+                        help="with --video, --live or --calibrate: the folder holding the trained model files of "
+                             "another run (e.g. data/video_sets/<set>/raw2flow); default: the configured dataset's model")
     parser.add_argument("--labels", nargs="+", metavar="FILE",
                         help="with --video: one 0/1 per frame (.txt or .npy), one file per video in the same "
                              "order; prints the frame-level AUROC")
     parser.add_argument("--fps", type=float, metavar="N",
-                        help="with --video: frame rate of folders of frames, 0.01 to 1000 (default 25); "
+                        help="with --video or --calibrate: frame rate of folders of frames, 0.01 to 1000 (default 25); "
                              "a video file's own rate wins")
     parser.add_argument("--accept-short-video", action="store_true",
                         help="with --video: score a video that decodes to fewer frames than its container declares "

@@ -1,0 +1,160 @@
+"""One frame's score from its window of stream frames: flow → boxes → cubes → cloze scores.
+
+The stages are the offline pipeline's own functions, called on one frame instead of a
+split, with the configured dataset's settings:
+
+    flow    the backend of `flow_method` on the frame pairs of `flow_pair` (docs/method.md §2)
+    boxes   `frame_boxes` on frames i-1, i, i+1 (and the detector's detections of i)      (§3)
+    cubes   `crop_frames` of the raw and flow context, the motion filter and `block_indices`
+            exactly as `utils.cubes.build_cubes` does for each frame                       (§4)
+    scores  `cube_errors` of each block's network, normalised by its training statistics
+            as `utils.scoring.score_cubes` does; the frame's score is `frame_scores`'       (§7)
+
+so a frame scored here gets the score `test.py --video` gives it on the same frames (its
+context inside one segment; tests/test_live.py compares the two). The networks are built
+once; flows are kept for the next frames' windows, which share all but one of them.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils.config import RunConfig
+from utils.cubes import CubeStore, block_indices, crop_frames
+from utils.flow import FlowBackend, build_flow_backend
+from utils.foreground import MODES_WITH_DETECTOR, build_detector, frame_boxes
+from utils.live.context import Segment, frames_needed
+from utils.live.ring import Arrival, Target
+from utils.scoring import NO_BOX_SCORE, NO_MODEL_SCORE, frame_scores
+from utils.training import TrainedBlocks, cube_errors, make_network
+
+FLOW_CACHE = 12  # flows kept for the next windows (a window holds 5)
+
+
+@dataclass
+class FrameResult:
+    score: float  # the frame score (NO_BOX_SCORE: no cube)
+    boxes: np.ndarray  # (N, 4) the boxes of the frame's scored cubes
+    cube_scores: np.ndarray  # (N,)
+    flows: int  # flows computed for this frame (the rest came from earlier windows)
+    flow_seconds: float
+    other_seconds: float  # boxes, cubes and networks
+
+
+class FrameScorer:
+    """Scores `Target`s (utils/live/ring.py) with a trained model; `flow_backend` and `detector` as the
+    pipeline builds them (`from_config`), or given (benchmarks pass stand-in networks)."""
+
+    def __init__(self, cfg: RunConfig, trained: TrainedBlocks, device: str, flow_backend: FlowBackend,
+                 detector=None) -> None:
+        self.cloze, self.dataset, self.device = cfg.cloze, cfg.dataset, device
+        self.mode = cfg.foreground_extraction_mode
+        self.flow_backend, self.detector = flow_backend, detector
+        self.detect = detector is not None and self.mode in MODES_WITH_DETECTOR
+        self.networks, self.statistics = [], []
+        for h, row in enumerate(trained.states):
+            self.networks.append([])
+            self.statistics.append([])
+            for w, state in enumerate(row):
+                network = None
+                if state is not None:
+                    network = make_network(self.cloze)
+                    network.load_state_dict(state)
+                    network.to(device).eval()
+                self.networks[h].append(network)
+                raw, of = trained.raw_scores[h][w], trained.of_scores[h][w]
+                self.statistics[h].append((raw.mean(), raw.std(), of.mean() if len(of) else 0.0,
+                                           of.std() if len(of) else 1.0))
+        self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, trained: TrainedBlocks, device: str) -> "FrameScorer":
+        ds = cfg.dataset
+        backend = build_flow_backend(ds.flow_method, device=device, flownet2_checkpoint=ds.flownet2_checkpoint,
+                                     raft_weights=ds.raft_weights, precision=ds.flow_precision)
+        detector = None
+        if cfg.foreground_extraction_mode in MODES_WITH_DETECTOR:
+            detector = build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
+                                      device=device, batch_size=1, precision=ds.detector_precision)
+        return cls(cfg, trained, device, backend, detector)
+
+    def score(self, target: Target) -> FrameResult:
+        started = time.perf_counter()
+        arrival = target.arrival
+        segment, t = Segment(target.length), arrival.index
+        needed = frames_needed(segment, t, self.cloze)
+        frames = target.frames
+        context = np.stack([frames[j].frame for j in needed["boxes"]])
+        detections = self.detector([arrival.frame])[0] if self.detect else None
+        boxes = np.asarray(frame_boxes(self.mode, context, detections, self.dataset.boxes)).reshape(-1, 4)
+        flows, flow_seconds = 0, 0.0
+        if len(boxes) == 0:  # as build_cubes: a frame without boxes has no cubes
+            return FrameResult(NO_BOX_SCORE, boxes, np.zeros(0), 0, 0.0, time.perf_counter() - started)
+        flow_context = []
+        for j, pair in zip(needed["flow"], needed["pairs"]):
+            key = (arrival.segment, j)
+            if key not in self._flows:
+                flow_started = time.perf_counter()
+                first, second = (frames[p].frame[None] for p in pair)
+                self._flows[key] = np.ascontiguousarray(self.flow_backend(first, second)[0], dtype=np.float32)
+                flows, flow_seconds = flows + 1, flow_seconds + time.perf_counter() - flow_started
+                while len(self._flows) > FLOW_CACHE:
+                    self._flows.popitem(last=False)
+            flow_context.append(self._flows[key])
+        cubes = self._cubes([frames[j].frame for j in needed["raw"]], flow_context, boxes, arrival.frame.shape[:2])
+        cube_scores = self._cube_scores(cubes)
+        score = float(frame_scores(1, arrival.frame.shape[:2], cubes.frame_index, cubes.boxes, cube_scores)[0])
+        return FrameResult(score, cubes.boxes, cube_scores, flows, flow_seconds,
+                           time.perf_counter() - started - flow_seconds)
+
+    def _cubes(self, raw_frames: list[np.ndarray], flows: list[np.ndarray], boxes: np.ndarray,
+               frame_size: tuple[int, int]) -> CubeStore:
+        """The frame's cubes as `build_cubes` keeps them (moving ones, one row per block), in memory."""
+        ds = self.dataset
+        height, width = frame_size
+        h_step, w_step = height / ds.h_block, width / ds.w_block
+        raw_cubes = crop_frames(raw_frames, boxes, ds.patch_size)
+        flow_cubes = crop_frames(flows, boxes, ds.patch_size)
+        motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
+        rows, blocks = [], []
+        for n in np.flatnonzero(motion > ds.motion_thr):
+            for block in block_indices(boxes[n], h_step, w_step, ds.test_block_mode, ds.h_block, ds.w_block):
+                rows.append(n)
+                blocks.append(block)
+        rows = np.asarray(rows, dtype=np.int64)
+        return CubeStore(None, raw_cubes[rows], flow_cubes[rows], np.zeros(len(rows), dtype=np.int64),
+                         boxes[rows].astype(np.float64), np.asarray(blocks, dtype=np.int64).reshape(-1, 2), 1)
+
+    def _cube_scores(self, cubes: CubeStore) -> np.ndarray:
+        """`score_cubes` of an in-memory store, with networks built once."""
+        cloze = self.cloze
+        scores = np.full(len(cubes), NO_MODEL_SCORE)
+        for h, row in enumerate(self.networks):
+            for w, network in enumerate(row):
+                members = cubes.block_members(h, w)
+                if network is None or len(members) == 0:
+                    continue
+                raw, of = cube_errors(network, cubes, members, cloze.batch_size, self.device, cloze.use_flow,
+                                      precision=cloze.precision, cuda_graphs=False)
+                raw_mean, raw_std, of_mean, of_std = self.statistics[h][w]
+                block_scores = cloze.w_raw * (raw - raw_mean) / raw_std
+                if cloze.use_flow:
+                    block_scores = block_scores + cloze.w_of * (of - of_mean) / of_std
+                scores[members] = block_scores
+        return scores
+
+    def warm_up(self, height: int = 240, width: int = 320) -> None:
+        """Score one made-up frame (a square moving over noise), so the first real frame does not pay
+        for the networks' first run; its flows are forgotten."""
+        rng = np.random.default_rng(0)
+        background = rng.integers(90, 160, (height, width, 3), dtype=np.uint8)
+        frames = {}
+        for j in range(3):
+            frame = background.copy()
+            frame[height // 3:height // 3 + 40, 20 + 12 * j:60 + 12 * j] = 230
+            frames[j] = Arrival(-1, j, j, 0.0, frame)
+        self.score(Target(frames[1], frames, 3))
+        self._flows.clear()

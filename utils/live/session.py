@@ -1,0 +1,347 @@
+"""`test.py --live SOURCE` and `test.py --calibrate VIDEO …`: the live run and the calibration, start to end.
+
+    watch        model + threshold → scorer → open the source → run_session → summary
+    run_session  reader thread → ring → score each planned frame → scores.csv, alarms, stride, status
+    calibrate    score every frame of normal footage the same way → threshold file beside the model
+
+The model is the configured dataset's, or the one in `--model DIR` (as for `--video`);
+every stage runs with the configured dataset's settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+import warnings
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.config import RunConfig, resolve_device
+from utils.errors import VECError, VECWarning
+from utils.io import seed_everything
+from utils.live.alarms import AlarmTracker, Event
+from utils.live.calibrate import calibration_record, choose_threshold, load_calibration, save_calibration
+from utils.live.context import LOOKAHEAD, lookback
+from utils.live.outputs import LiveRecorder
+from utils.live.ring import Arrival, StreamEnded, StreamRing
+from utils.live.scorer import FrameScorer
+from utils.live.source import (DEFAULT_FILE_FPS, FrameReader, LiveSource, cannot_open, file_fps, open_capture,
+                               parse_source)
+from utils.live.status import STATUS_EVERY, DelayStats, Terminal, milliseconds
+from utils.live.stride import StridePolicy
+from utils.pipeline import model_settings
+from utils.own_video.model import load_video_model
+from utils.own_video.source import iter_source_frames, probe_source, source_identity
+
+LIVE_FOLDER = "live"  # results/live/<name>/
+# A frame's cloze work is a few cubes: a second intra-op thread gains little on it and competes with the
+# reader's decoding and the flow. On the 2-core development machine, busy: nf 8 took 50 ms a frame for the
+# boxes, cubes and networks with one thread, 240-320 ms with two (benchmarks/live.py prints the split).
+LIVE_CPU_THREADS = 1
+RING_FRAMES = 24  # frames held at most: about a second at 25 frames/s
+MAX_WAITING = 2  # frames to score whose window is complete; older ones are dropped (the score would be late)
+
+
+def check_number(flag: str, value: float, low: float, high: float = math.inf) -> float:
+    """`value` of `flag` as a finite number within [low, high], else a one-line VECError."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        limits = ("" if low == -math.inf and high == math.inf else f" at least {low:g}" if high == math.inf
+                  else f" between {low:g} and {high:g}")
+        raise VECError(f"{flag} {value} must be a finite number{limits}")
+    return value
+
+
+@contextlib.contextmanager
+def live_threads(device: str):
+    """Torch's intra-op threads set to LIVE_CPU_THREADS for a live run on the CPU, and put back after."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(LIVE_CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _threshold(cfg: RunConfig, threshold: float | None, model_file: Path) -> tuple[float | None, str]:
+    """The alarm threshold and where it comes from: --threshold, else the calibration beside the model."""
+    if threshold is not None:
+        return threshold, "--threshold"
+    record = load_calibration(model_file)
+    if record is None:
+        return None, ""
+    changed = [key for key, value in model_settings(cfg).items() if record.get("settings", {}).get(key) != value]
+    if changed:
+        warnings.warn(f"the threshold in {record['path']} was calibrated with other settings ({', '.join(changed)}); "
+                      "calibrate again with these", VECWarning)
+    on = ", ".join(Path(s["path"]).name for s in record["calibrated_on"])
+    rate = record["false_alarms_per_hour"]
+    return float(record["threshold"]), (f"calibrated on {on} for {rate:g} false alarm{'' if rate == 1 else 's'} "
+                                        f"per hour, {record['path']}")
+
+
+def _results_folder(cfg: RunConfig, source: LiveSource) -> Path:
+    """results/live/<source>-<start time>/: each run its own folder, nothing overwritten."""
+    base = cfg.results_dir / LIVE_FOLDER / f"{source.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, number = base, 1
+    while folder.exists():
+        number += 1
+        folder = base.with_name(f"{base.name}-{number}")
+    return folder
+
+
+def watch(cfg: RunConfig, source_text: str, *, model_dir: Path | None = None, threshold: float | None = None,
+          min_gap: float = 2.0, retries: int = 5, terminal: Terminal | None = None) -> dict:
+    """Watch `source_text` (a camera index, a stream URL or a video file) until it ends, cannot be
+    reopened, or Ctrl-C; returns the run's summary. Outputs in results/live/<source>-<start time>/."""
+    if threshold is not None:
+        check_number("--threshold", threshold, -math.inf)
+    check_number("--min-gap", min_gap, 0, 24 * 3600)
+    check_number("--retries", retries, 0, 1000)
+    terminal = terminal or Terminal()
+    source = parse_source(source_text)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, device)
+    trained, model_where = load_video_model(cfg, model_dir)
+    terminal.say(f"model: {model_where}")
+    threshold, origin = _threshold(cfg, threshold, Path(model_where))
+    terminal.say(f"threshold: {threshold:.4f} ({origin})" if threshold is not None else
+                 "no threshold: scores only, no alarms (pass --threshold T, or calibrate one on normal footage "
+                 "with `python test.py --calibrate VIDEO`)")
+    with live_threads(device):
+        scorer = FrameScorer.from_config(cfg, trained, device)
+        scorer.warm_up()
+        capture = open_capture(source)
+        if capture is None:
+            raise cannot_open(source)
+        run_info = {"source": source.shown, "source_kind": source.kind, "model": model_where, "threshold": threshold,
+                    "threshold_from": origin or None, "min_gap_s": min_gap, "retries": retries, "device": device,
+                    "settings": model_settings(cfg)}
+        return run_session(scorer, source, capture, _results_folder(cfg, source), run_info, threshold=threshold,
+                           min_gap=min_gap, retries=retries, terminal=terminal)
+
+
+def _stride_line(stride: int, rate: float, cost: float, number: int) -> str:
+    what = "scoring every frame" if stride == 1 else f"scoring 1 frame in {stride}"
+    return (f"{what}: {rate / stride:.1f} of {rate:.1f} frames/s (a scored frame takes {milliseconds(cost)}; "
+            f"from frame {number})")
+
+
+def _event_line(event: Event, image: str) -> str:
+    return (f"alarm {event.number}: {event.start_s:.1f}–{event.end_s:.1f} s (frames {event.start_frame}–"
+            f"{event.end_frame}), peak {event.peak_score:.3f} at frame {event.peak_frame} ({event.peak_s:.1f} s) "
+            f"→ {image}")
+
+
+def run_session(scorer: FrameScorer, source: LiveSource, capture, folder: Path, run_info: dict, *,
+                threshold: float | None, min_gap: float, retries: int, terminal: Terminal,
+                ring_frames: int = RING_FRAMES) -> dict:
+    """Read `capture` on a thread and score frames as they come until the source ends (or Ctrl-C).
+
+    The frames scored are chosen `stride` apart (StridePolicy, from the measured speed and the
+    arrival rate); each one's line goes to scores.csv as soon as it is scored, each alarm to
+    events.jsonl when it ends. Returns the summary (also in run.json)."""
+    return _LiveRun(scorer, source, capture, folder, run_info, threshold, min_gap, retries, terminal,
+                    ring_frames).run()
+
+
+class _LiveRun:
+    """One run of `run_session`: the reader thread feeds the ring; this thread scores, records and reports."""
+
+    def __init__(self, scorer: FrameScorer, source: LiveSource, capture, folder: Path, run_info: dict,
+                 threshold: float | None, min_gap: float, retries: int, terminal: Terminal, ring_frames: int) -> None:
+        self.scorer, self.source, self.folder, self.terminal = scorer, source, folder, terminal
+        self.threshold = threshold
+        self.ring = StreamRing(ring_frames, lookback(scorer.cloze), LOOKAHEAD, max_waiting=MAX_WAITING)
+        self.policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1)
+        self.tracker = AlarmTracker(threshold, min_gap) if threshold is not None else None
+        self.delays, self.compute = DelayStats(), DelayStats()
+        self.started = time.monotonic()
+        self.recorder = LiveRecorder(folder, {**run_info, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                              "started_unix": time.time(), "ring_frames": ring_frames})
+        self.reader = FrameReader(source, capture, self.ring, retries=retries, say=terminal.say)
+        self.scored, self.images, self.strides = 0, {}, deque(maxlen=20)
+
+    def run(self) -> dict:
+        self.terminal.say(f"watching {self.source.shown}; results in {self.folder}")
+        ended_by = "the source ended"
+        self.reader.start()
+        try:
+            while True:
+                try:
+                    target = self.ring.take(timeout=STATUS_EVERY)
+                except StreamEnded:
+                    break
+                if target is not None:
+                    self._score(target)
+                self._status()
+        except KeyboardInterrupt:
+            ended_by = "interrupted (Ctrl-C)"
+        except BaseException:
+            self.reader.stop()
+            self.recorder.finish({"ended_by": "failed"})
+            self.terminal.close()
+            raise
+        self.reader.stop()
+        self.reader.join(timeout=2)
+        if self.reader.lost:
+            ended_by = "the stream stopped and was not reopened"
+        if self.tracker is not None and self.tracker.open is not None:
+            self._close_alarm(self.tracker.finish())
+        summary = self._summary(ended_by)
+        self.recorder.finish(summary)
+        self.terminal.close()
+        if self.ring.frames_in == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise VECError(f"{self.source.shown} opened but gave no frame; check that it is a video and that it plays")
+        return summary
+
+    def _score(self, target) -> None:
+        arrival = target.arrival
+        result = self.scorer.score(target)
+        done = time.monotonic()
+        self.delays.add(done - arrival.time)
+        self.compute.add(result.flow_seconds + result.other_seconds)
+        self.scored += 1
+        self.recorder.score(arrival.number, arrival.segment, arrival.time - self.started, result.score,
+                            done - arrival.time)
+        if self.tracker is not None:
+            self._alarm(arrival, result)
+        self.policy.record(result.flows, result.flow_seconds, result.other_seconds)
+        rate = self.ring.arrival_rate()
+        stride = self.policy.decide(done, rate, self.ring.dropped)
+        if stride is not None:
+            self.ring.set_stride(stride, arrival)
+            self.strides.append({"from_frame": arrival.number, "stride": stride})
+            self.terminal.say(_stride_line(stride, rate, self.policy.cost(stride), arrival.number))
+
+    def _alarm(self, arrival: Arrival, result) -> None:
+        tracker = self.tracker
+        ended, peak = tracker.update(arrival.number, arrival.time - self.started, result.score)
+        if ended is not None:
+            self._close_alarm(ended)
+        if peak:
+            self.images[tracker.open.number] = self.recorder.peak_image(tracker.open, arrival.frame, result.boxes,
+                                                                        result.cube_scores, self.threshold)
+        if tracker.open is not None and tracker.open.end_frame == arrival.number:
+            self.recorder.alarm_in_progress(tracker.open, self.images[tracker.open.number])
+
+    def _close_alarm(self, event: Event) -> None:
+        image = self.images.pop(event.number)
+        self.recorder.event(event, image)
+        self.terminal.say(_event_line(event, image))
+
+    def _status(self) -> None:
+        ring, tracker = self.ring, self.tracker
+        alarm = (f" | ALARM since {tracker.open.start_s:.1f} s, peak {tracker.open.peak_score:.2f}"
+                 if tracker is not None and tracker.open is not None else "")
+        self.terminal.status(f"frames in {ring.frames_in} | scored {self.scored} (1 in {ring.stride}) | dropped "
+                             f"{ring.dropped} | delay {milliseconds(self.delays.recent_percentile(50))} median, "
+                             f"{milliseconds(self.delays.recent_percentile(95))} p95{alarm}")
+
+    def _summary(self, ended_by: str) -> dict:
+        ring, seconds = self.ring, time.monotonic() - self.started
+        flow, rest = self.policy.medians()
+        return {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": ring.segments,
+                "scored": self.scored, "dropped": ring.dropped,
+                "not_scored_by_stride": ring.frames_in - self.scored - ring.dropped,
+                "stride": ring.stride, "strides": list(self.strides),
+                "scored_per_second": self.scored / seconds if seconds > 0 else math.nan,
+                "arrival_rate": ring.arrival_rate(),
+                "delay_median_s": self.delays.percentile(50), "delay_p95_s": self.delays.percentile(95),
+                "score_seconds_median": self.compute.percentile(50), "score_seconds_p95": self.compute.percentile(95),
+                "flow_seconds_median": flow, "rest_seconds_median": rest,
+                "events": self.tracker.count if self.tracker is not None else 0, "peak_frames_held": ring.peak_held,
+                "results_dir": str(self.folder)}
+
+
+def _file_rate(source, fps: float | None) -> float:
+    """A video file's own frame rate; for a folder of frames (or a file without one) `fps`, default 25."""
+    rate = None if source.is_folder else file_fps(source.path)
+    return rate or fps or DEFAULT_FILE_FPS
+
+
+def score_every_frame(scorer: FrameScorer, frames, label: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The score of every frame of one video (an iterable of BGR frames), through the live path
+    (ring, windows, scorer) without threads or pacing, and the seconds each took to score; a change
+    of frame size is a VECError."""
+    ring = StreamRing(RING_FRAMES, lookback(scorer.cloze), LOOKAHEAD)
+    scores, seconds, size, count = [], [], None, 0
+
+    def drain() -> None:
+        while True:
+            target = ring.take(timeout=0)
+            if target is None:
+                return
+            result = scorer.score(target)
+            scores.append(result.score)
+            seconds.append(result.flow_seconds + result.other_seconds)
+
+    for frame in tqdm(frames, desc=f"calibrate ({label})", unit="frame", disable=not progress):
+        if size is not None and frame.shape != size:
+            raise VECError(f"frame {count} of {label} is {frame.shape[1]}x{frame.shape[0]} but the frames before it "
+                           f"are {size[1]}x{size[0]}; all frames of a video must share one size")
+        size = frame.shape
+        ring.put(Arrival(0, count, count, 0.0, frame))
+        count += 1
+        drain()
+    ring.end_segment(0, count)
+    ring.close()
+    try:
+        drain()
+        ring.take(timeout=0)
+    except StreamEnded:
+        pass
+    if len(scores) != count:
+        raise RuntimeError(f"scored {len(scores)} of {count} frames")  # every frame is planned at stride 1
+    return np.asarray(scores), np.asarray(seconds)
+
+
+def calibrate(cfg: RunConfig, paths: list[Path], *, model_dir: Path | None = None,
+              false_alarms_per_hour: float = 1.0, min_gap: float = 2.0, fps: float | None = None,
+              progress: bool = True) -> dict:
+    """Score every frame of the normal videos `paths` (files or folders of frames) and store the
+    threshold that raises at most `false_alarms_per_hour` alarms on them beside the model."""
+    check_number("--false-alarms-per-hour", false_alarms_per_hour, 0, 1e6)
+    check_number("--min-gap", min_gap, 0, 24 * 3600)
+    if fps is not None:
+        check_number("--fps", fps, 1e-3, 1000)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, device)
+    sources = [probe_source(Path(p), cfg.cloze.tot_raw_num) for p in paths]
+    trained, model_where = load_video_model(cfg, model_dir)
+    print(f"model: {model_where}")
+    all_scores, all_times, all_seconds, described, offset = [], [], [], [], 0.0
+    with live_threads(device):
+        scorer = FrameScorer.from_config(cfg, trained, device)
+        scored = [score_every_frame(scorer, iter_source_frames(source), source.name, progress) for source in sources]
+    for source, (scores, seconds) in zip(sources, scored):
+        rate = _file_rate(source, fps)
+        all_seconds.append(seconds)
+        # Separate videos never share an alarm: each starts more than min_gap after the previous one.
+        times = offset + np.arange(len(scores)) / rate
+        offset = times[-1] + min_gap + 1.0
+        all_scores.append(scores)
+        all_times.append(times)
+        described.append({"path": str(source.path), "fingerprint": source_identity(source),
+                          "frames": len(scores), "fps": rate, "seconds": len(scores) / rate})
+    scores, times = np.concatenate(all_scores), np.concatenate(all_times)
+    seconds = sum(d["seconds"] for d in described)
+    allowed = math.floor(false_alarms_per_hour * seconds / 3600)
+    try:
+        threshold, events = choose_threshold(scores, times, min_gap, allowed)
+    except ValueError:
+        raise VECError(f"no frame of {', '.join(str(p) for p in paths)} has a box (nothing moves in it?), so there "
+                       "is nothing to calibrate on; use footage with the usual activity") from None
+    record = calibration_record(threshold, events, scores, seconds, false_alarms_per_hour, allowed, min_gap, described,
+                                Path(model_where), model_settings(cfg))
+    record["score_seconds_median"] = float(np.median(np.concatenate(all_seconds)))  # this machine's speed
+    path = save_calibration(Path(model_where), record)
+    return {**record, "path": str(path)}

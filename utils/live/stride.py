@@ -1,0 +1,86 @@
+"""How many frames apart to score: the smallest stride the measured speed keeps up with.
+
+Scoring frame t costs its flows plus the rest (boxes, cubes, networks). Windows of frames
+scored k apart share flows when k < 5 (a window holds `flows_per_frame` flows, one new per
+frame), so a scored frame costs
+
+    cost(k) = flow · min(k, flows_per_frame) + rest
+
+with `flow` and `rest` the medians over the last frames scored. Frames arriving at `rate`
+per second leave k / rate seconds per scored frame; the stride is the smallest k with
+cost(k) ≤ 0.85 · k / rate (0.7 for the first choice, made on a few measurements). It rises
+as soon as the current stride falls behind (cost(k) > 1.1 · k / rate, or frames had to be
+dropped), and falls only when a smaller one fits with a wide margin and the current one has
+held for a while, so that it stays steady.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+HEADROOM = 0.85  # the share of the time between scored frames that scoring may take
+FIRST_HEADROOM = 0.7  # the first choice, on a few measurements, leaves more room
+BEHIND = 1.1  # the current stride has fallen behind when scoring takes this share (or frames were dropped)
+LOWER_BELOW = 0.6  # a smaller stride is taken only if it would use less than this share
+HOLD_SECONDS = 10.0  # and the current stride has held this long
+SAMPLES = 15  # medians over this many scored frames
+FIRST_DECISION = 5  # frames scored (with flows computed for at least 3) before the first decision
+MAX_STRIDE = 1000
+
+
+class StridePolicy:
+    def __init__(self, flows_per_frame: int) -> None:
+        self.flows_per_frame = flows_per_frame
+        self.stride = 1
+        self.decided = False
+        self._flow: deque[float] = deque(maxlen=SAMPLES)
+        self._rest: deque[float] = deque(maxlen=SAMPLES)
+        self._changed_at = None
+        self._dropped = 0
+
+    def record(self, flows: int, flow_seconds: float, other_seconds: float) -> None:
+        """One scored frame's timings (its flows computed, their time, the rest)."""
+        if flows:
+            self._flow.append(flow_seconds / flows)
+        self._rest.append(other_seconds)
+
+    def medians(self) -> tuple[float, float]:
+        """(seconds per flow, seconds for the rest of a frame) over the last frames scored; NaN before any."""
+        return (statistics.median(self._flow) if self._flow else float("nan"),
+                statistics.median(self._rest) if self._rest else float("nan"))
+
+    def cost(self, stride: int) -> float | None:
+        """Seconds to score one frame at `stride` (None before any measurement)."""
+        if not self._rest:
+            return None
+        flow = statistics.median(self._flow) if self._flow else 0.0
+        return flow * min(stride, self.flows_per_frame) + statistics.median(self._rest)
+
+    def fitting(self, rate: float, share: float) -> int:
+        """The smallest stride whose scoring takes at most `share` of the time between scored frames."""
+        for stride in range(1, MAX_STRIDE + 1):
+            if self.cost(stride) <= share * stride / rate:
+                return stride
+        return MAX_STRIDE
+
+    def decide(self, now: float, rate: float | None, dropped: int) -> int | None:
+        """The new stride when it should change, else None. `rate`: frames arriving per second;
+        `dropped`: frames given up so far (utils/live/ring.py)."""
+        if rate is None or len(self._rest) < FIRST_DECISION or len(self._flow) < 3:
+            return None
+        behind = self.cost(self.stride) > BEHIND * self.stride / rate or dropped > self._dropped
+        self._dropped = dropped
+        wanted = self.fitting(rate, HEADROOM)
+        if not self.decided:
+            stride = self.fitting(rate, FIRST_HEADROOM)
+        elif behind:
+            stride = max(wanted, self.stride + (wanted <= self.stride))
+        elif now - self._changed_at >= HOLD_SECONDS and self.fitting(rate, LOWER_BELOW) < self.stride:
+            stride = self.fitting(rate, LOWER_BELOW)
+        else:
+            return None
+        stride = min(stride, MAX_STRIDE)
+        if self.decided and stride == self.stride:
+            return None
+        self.decided, self.stride, self._changed_at = True, stride, now
+        return stride
