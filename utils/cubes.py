@@ -196,13 +196,31 @@ def merge_cube_stores(parts: Sequence[Path], directory: Path, capacity: int, chu
     return CubeStore.open(directory)
 
 
+def frame_cubes(context_frames: Sequence[np.ndarray], context_flows: Sequence[np.ndarray], boxes: np.ndarray, *,
+                patch_size: int, motion_thr: float, frame_size: tuple[int, int], block_mode: int, h_block: int,
+                w_block: int) -> tuple[np.ndarray, np.ndarray, list[int], list[tuple[int, int]]]:
+    """One frame's cubes as a store keeps them (docs/method.md §4): the crops of every box, and the rows
+    to keep: each box whose flow moves (mean over time of the sum of squares > motion_thr), once per
+    block it falls in, with that block."""
+    height, width = frame_size
+    h_step, w_step = height / h_block, width / w_block
+    raw_cubes = crop_frames(context_frames, boxes, patch_size)
+    flow_cubes = crop_frames(context_flows, boxes, patch_size)
+    motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
+    rows, blocks = [], []
+    for n in np.flatnonzero(motion > motion_thr):
+        for block in block_indices(boxes[n], h_step, w_step, block_mode, h_block, w_block):
+            rows.append(int(n))
+            blocks.append(block)
+    return raw_cubes, flow_cubes, rows, blocks
+
+
 def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *, patch_size: int,
                  context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
                  h_block: int, w_block: int, block_mode: int, settings: dict | None, progress: bool,
                  frames: Sequence[int] | None = None) -> int:
     sample = split.read_frame(0)
     height, width = sample.shape[:2]
-    h_step, w_step = height / h_block, width / w_block
     capacity = store_capacity(all_boxes, block_mode, frames)
     t_raw = (context_frame_num + 1) if border_mode == "predict" else 2 * context_frame_num + 1
     t_of = (context_of_num + 1) if border_mode == "predict" else 2 * context_of_num + 1
@@ -232,16 +250,15 @@ def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *
         if context is None:
             continue
         boxes = np.asarray(all_boxes[i]).reshape(-1, 4)
-        raw_cubes = crop_frames(context[0], boxes, patch_size)
-        flow_cubes = crop_frames(context[1], boxes, patch_size)
-        motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
-        for n in np.flatnonzero(motion > motion_thr):
-            for block in block_indices(boxes[n], h_step, w_step, block_mode, h_block, w_block):
-                raw[count], flow[count] = raw_cubes[n], flow_cubes[n]
-                frame_index.append(i)
-                kept_boxes.append(boxes[n])
-                blocks.append(block)
-                count += 1
+        raw_cubes, flow_cubes, rows, row_blocks = frame_cubes(context[0], context[1], boxes, patch_size=patch_size,
+                                                              motion_thr=motion_thr, frame_size=(height, width),
+                                                              block_mode=block_mode, h_block=h_block, w_block=w_block)
+        for n, block in zip(rows, row_blocks):
+            raw[count], flow[count] = raw_cubes[n], flow_cubes[n]
+            frame_index.append(i)
+            kept_boxes.append(boxes[n])
+            blocks.append(block)
+            count += 1
     raw.flush()
     flow.flush()
     del raw, flow

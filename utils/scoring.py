@@ -44,12 +44,22 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
             raw, of = errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
                              progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""),
                              cloze.precision, cloze.cuda_graphs)
-            train_raw = trained.raw_scores[h][w]
-            block_scores = cloze.w_raw * (raw - train_raw.mean()) / train_raw.std()
-            if cloze.use_flow:
-                train_of = trained.of_scores[h][w]
-                block_scores = block_scores + cloze.w_of * (of - train_of.mean()) / train_of.std()
-            scores[members] = block_scores
+            scores[members] = normalised_scores(raw, of, block_statistics(trained, h, w), cloze)
+    return scores
+
+
+def block_statistics(trained: TrainedBlocks, h: int, w: int) -> tuple[float, float, float | None, float | None]:
+    """Mean and standard deviation of a block's training errors, raw then flow (None without flow scores)."""
+    train_raw, train_of = trained.raw_scores[h][w], trained.of_scores[h][w]
+    return (train_raw.mean(), train_raw.std(), *((None, None) if train_of is None or len(train_of) == 0 else (train_of.mean(), train_of.std())))
+
+
+def normalised_scores(raw: np.ndarray, of: np.ndarray, statistics: tuple, cloze: ClozeConfig) -> np.ndarray:
+    """Cube scores of one block from its cubes' errors: w_raw·z(raw error) + w_of·z(flow error)."""
+    raw_mean, raw_std, of_mean, of_std = statistics
+    scores = cloze.w_raw * (raw - raw_mean) / raw_std
+    if cloze.use_flow:
+        scores = scores + cloze.w_of * (of - of_mean) / of_std
     return scores
 
 

@@ -5,7 +5,7 @@ split, with the configured dataset's settings:
 
     flow    the backend of `flow_method` on the frame pairs of `flow_pair` (docs/method.md §2)
     boxes   `frame_boxes` on frames i-1, i, i+1 (and the detector's detections of i)      (§3)
-    cubes   `crop_frames` of the raw and flow context, the motion filter and `block_indices`
+    cubes   `frame_cubes` of the raw and flow context (crops, the motion filter, the blocks)
             exactly as `utils.cubes.build_cubes` does for each frame                       (§4)
     scores  `cube_errors` of each block's network, normalised by its training statistics
             as `utils.scoring.score_cubes` does; the frame's score is `frame_scores`'       (§7)
@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.config import RunConfig
-from utils.cubes import CubeStore, block_indices, crop_frames
+from utils.cubes import CubeStore, frame_cubes
 from utils.flow import FlowBackend, build_flow_backend
 from utils.foreground import MODES_WITH_DETECTOR, build_detector, frame_boxes
 from utils.live.context import Segment, frames_needed
 from utils.live.ring import Arrival, Target
-from utils.scoring import NO_BOX_SCORE, NO_MODEL_SCORE, frame_scores
+from utils.scoring import NO_BOX_SCORE, NO_MODEL_SCORE, block_statistics, frame_scores, normalised_scores
 from utils.training import TrainedBlocks, cube_errors, make_network
 
 FLOW_CACHE = 12  # flows kept for the next windows (a window holds 5)
@@ -65,9 +65,7 @@ class FrameScorer:
                     network.load_state_dict(state)
                     network.to(device).eval()
                 self.networks[h].append(network)
-                raw, of = trained.raw_scores[h][w], trained.of_scores[h][w]
-                self.statistics[h].append((raw.mean(), raw.std(), of.mean() if len(of) else 0.0,
-                                           of.std() if len(of) else 1.0))
+                self.statistics[h].append(None if state is None else block_statistics(trained, h, w))
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     @classmethod
@@ -114,16 +112,10 @@ class FrameScorer:
                frame_size: tuple[int, int]) -> CubeStore:
         """The frame's cubes as `build_cubes` keeps them (moving ones, one row per block), in memory."""
         ds = self.dataset
-        height, width = frame_size
-        h_step, w_step = height / ds.h_block, width / ds.w_block
-        raw_cubes = crop_frames(raw_frames, boxes, ds.patch_size)
-        flow_cubes = crop_frames(flows, boxes, ds.patch_size)
-        motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
-        rows, blocks = [], []
-        for n in np.flatnonzero(motion > ds.motion_thr):
-            for block in block_indices(boxes[n], h_step, w_step, ds.test_block_mode, ds.h_block, ds.w_block):
-                rows.append(n)
-                blocks.append(block)
+        raw_cubes, flow_cubes, rows, blocks = frame_cubes(raw_frames, flows, boxes, patch_size=ds.patch_size,
+                                                          motion_thr=ds.motion_thr, frame_size=frame_size,
+                                                          block_mode=ds.test_block_mode, h_block=ds.h_block,
+                                                          w_block=ds.w_block)
         rows = np.asarray(rows, dtype=np.int64)
         return CubeStore(None, raw_cubes[rows], flow_cubes[rows], np.zeros(len(rows), dtype=np.int64),
                          boxes[rows].astype(np.float64), np.asarray(blocks, dtype=np.int64).reshape(-1, 2), 1)
@@ -139,11 +131,7 @@ class FrameScorer:
                     continue
                 raw, of = cube_errors(network, cubes, members, cloze.batch_size, self.device, cloze.use_flow,
                                       precision=cloze.precision, cuda_graphs=False)
-                raw_mean, raw_std, of_mean, of_std = self.statistics[h][w]
-                block_scores = cloze.w_raw * (raw - raw_mean) / raw_std
-                if cloze.use_flow:
-                    block_scores = block_scores + cloze.w_of * (of - of_mean) / of_std
-                scores[members] = block_scores
+                scores[members] = normalised_scores(raw, of, self.statistics[h][w], cloze)
         return scores
 
     def warm_up(self, height: int = 240, width: int = 320) -> None:
