@@ -157,18 +157,13 @@ def train_blocks(store: CubeStore, cloze: ClozeConfig, h_block: int, w_block: in
             parallel_here = parallel and distributed.active()
             model = make_network(cloze, execution=Grouped() if parallel_here else execution).to(device)
             label = f" block ({h},{w})" if h_block * w_block > 1 else ""
-            if parallel_here:
-                wrapped = distributed.data_parallel(model, device, cloze.network_raw_range is not None)
-                train_block(wrapped, store, members, cloze, device, generator, progress, label,
-                            distributed.rank(), distributed.world_size())
-                model = wrapped.module
-                raw, of = distributed_cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow,
-                                                  progress, f"training-score pass{label}", cloze.precision,
-                                                  cloze.cuda_graphs)
-            else:
-                train_block(model, store, members, cloze, device, generator, progress, label)
-                raw, of = cube_errors(model, store, members, cloze.batch_size, device, cloze.use_flow, progress,
-                                      f"training-score pass{label}", cloze.precision, cloze.cuda_graphs)
+            # One process is one rank of one: the model trains unwrapped and scores every cube itself.
+            shares = (distributed.rank(), distributed.world_size()) if parallel_here else (0, 1)
+            wrapped = distributed.data_parallel(model, device, cloze.network_raw_range is not None) if parallel_here else model
+            train_block(wrapped, store, members, cloze, device, generator, progress, label, *shares)
+            errors = distributed_cube_errors if parallel_here else cube_errors
+            raw, of = errors(model, store, members, cloze.batch_size, device, cloze.use_flow, progress,
+                             f"training-score pass{label}", cloze.precision, cloze.cuda_graphs)
             trained.states[h][w] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             trained.raw_scores[h][w] = raw
             trained.of_scores[h][w] = of if of is not None else np.zeros(0)
