@@ -9,7 +9,7 @@ to memory-mapped `.npy` files, so memory does not grow with the dataset:
     <store>/index.npz  frame index, box and (h, w) block of each cube
     <store>/meta.json  count and the settings the cubes were made with
 
-A store is built in `<store>.partial` and renamed when complete (`utils.io.atomic_dir`),
+A store is built under a hidden `.<store>.<pid>@<host>.<random>.partial` name and renamed when complete (`utils.io.atomic_dir`),
 so an interrupted run never leaves a store that looks finished.
 """
 from __future__ import annotations
