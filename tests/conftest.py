@@ -171,3 +171,14 @@ def flownet2_golden():
     model = FlowNet2()
     model.load_state_dict(det_fill(model.state_dict()))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def flownet2_golden_flow(flownet2_golden):
+    """flownet2_golden's fp32 flow of the golden input pair: one full pass, made once."""
+    import numpy as np
+    import torch
+
+    inputs = np.load(REPO / "tests" / "data" / "flownet2_forward.npz")["inputs"]
+    with torch.no_grad():
+        return flownet2_golden(torch.from_numpy(inputs))
