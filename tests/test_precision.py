@@ -173,6 +173,7 @@ def test_config_precision_keys(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # a real Python process (oneDNN reads its ISA limit once per process): its imports take seconds
 def test_precision_without_onednn_kernels_on_this_cpu_warns_in_one_line(tmp_path):
     """bf16 with oneDNN held to AVX2 (a CPU without AVX-512) falls back to generic loops: a warning, not an error
     (the results stay right). oneDNN reads its ISA limit once, so the limited case runs in a child process."""

@@ -30,6 +30,7 @@ def test_flow_train_test_end_to_end(scored_run):
     assert last_line == f"frame-level AUROC (micro) on synthetic: {metrics['auroc_micro']:.4f}"
 
 
+@pytest.mark.slow  # a real Python process: its imports alone take seconds
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
     """A real process: the interpreter's exit status and everything on its stderr."""
     config = write_config(tmp_path)
