@@ -64,13 +64,20 @@ def run_main(capture, script: str, *argv) -> subprocess.CompletedProcess:
     A Python start and a torch import less than a subprocess; what only a real process shows
     (exit status of the interpreter, SIGKILL, torchrun) keeps real subprocesses in the tests."""
     argv = [str(a) for a in argv]
+
+    def main() -> int:
+        try:
+            return script_module(script).main(argv)
+        except SystemExit as exit_:  # argparse's own errors (exit status 2), as a process ends on them
+            return exit_.code
+
     if capture is None:
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = script_module(script).main(argv)
+            status = main()
         return subprocess.CompletedProcess([script, *argv], status, out.getvalue(), err.getvalue())
     capture.readouterr()  # what earlier steps of the test printed is not this run's output
-    status = script_module(script).main(argv)
+    status = main()
     out, err = capture.readouterr()
     return subprocess.CompletedProcess([script, *argv], status, out, err)
 
