@@ -1,5 +1,6 @@
-"""Shared fixtures: small synthetic datasets on disk with their optical flow, config files for them,
-a prepared run of the scripts, and the stand-in weights of the big networks, each made once per session."""
+"""Shared fixtures, each made once per session: small synthetic datasets on disk (with their optical flow),
+config files for them, a prepared run of the scripts (their main(argv) in this process), and the big
+networks with the golden vectors' stand-in weights."""
 import contextlib
 import importlib.util
 import io
@@ -8,7 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from utils.config import load_config
 from utils.datasets import open_split
@@ -105,7 +108,8 @@ def tiny_synthetic(tmp_path_factory) -> Path:
                     progress=False)
 
 
-SMALL_RUN = {"nf": 2, "epochs": 1, "smoothing_sigma": 2}  # write_config sets them in [synthetic], the first section with them
+# The prepared run's settings; write_config sets them in [synthetic], the first section that has them.
+SMALL_RUN = {"nf": 2, "epochs": 1, "smoothing_sigma": 2}
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,6 @@ def cascade_golden():
 @pytest.fixture(scope="session")
 def cascade_golden_feats(cascade_golden):
     """cascade_golden's FPN features (P2-P6) of the golden input image: one full R101 pass, made once."""
-    import numpy as np
-    import torch
-
     inputs = np.load(REPO / "tests" / "data" / "cascade_rcnn.npz")["inputs"]
     with torch.no_grad():
         return cascade_golden.extract_feat(torch.from_numpy(inputs))
@@ -183,9 +184,6 @@ def flownet2_golden():
 @pytest.fixture(scope="session")
 def flownet2_golden_flow(flownet2_golden):
     """flownet2_golden's fp32 flow of the golden input pair: one full pass, made once."""
-    import numpy as np
-    import torch
-
     inputs = np.load(REPO / "tests" / "data" / "flownet2_forward.npz")["inputs"]
     with torch.no_grad():
         return flownet2_golden(torch.from_numpy(inputs))

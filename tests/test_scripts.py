@@ -65,7 +65,8 @@ def test_set_overrides_the_config_file_in_all_three_scripts(tmp_path, capfd):
     flow = ["--set", "shared_parameters.optical_flow_dir=flow_from_set"]
     assert run_main(capfd, "calc_img_inputs.py", "--config", config, *flow).returncode == 0
     assert len(list((tmp_path / "flow_from_set" / "synthetic").rglob("*.npy"))) == 36
-    done = run_main(capfd, "train.py", "--config", config, *flow, "--set", "synthetic.nf=2", "--set", "synthetic.epochs=1")
+    done = run_main(capfd, "train.py", "--config", config, *flow, "--set", "synthetic.nf=2",
+                    "--set", "synthetic.epochs=1")
     assert done.returncode == 0, done.stderr[-2000:]
     model = torch.load(tmp_path / "data" / "raw2flow" / "synthetic_model_obj_det_with_motion_SelfComplete.npy")
     assert model[0][0][0]["module.inc0.conv.conv.0.weight"].shape[0] == 2  # nf = 2, not the file's 8
