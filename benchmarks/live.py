@@ -17,7 +17,7 @@ The pipeline is the one `--live` builds from config.cfg, with the stages of the 
 
 - cpu: DIS flow + motion boxes (the synthetic dataset's settings: flow_method = dis, detector = none);
 - cuda: FlowNet2 + Cascade R-CNN + motion boxes (the paper's), with det_fill stand-in weights
-  (tests/detfill.py; no checkpoint is needed), so speed only.
+  (utils/stand_in_weights.py; no checkpoint is needed), so speed only.
 
 The cloze networks have random weights and made-up training statistics: the time to score a
 frame does not depend on them (the number of boxes does, and comes from the clip). Runs on a
@@ -85,7 +85,7 @@ def scorer_for(device: str, nf: int):
         return cfg, FrameScorer.from_config(cfg, stand_in_model(cfg), device)
     from FlowNet2_src import FlowNet2
     from models.cascade_rcnn import CascadeRCNN
-    from tests.detfill import det_fill
+    from utils.stand_in_weights import det_fill
     from utils.flow.flownet2 import FlowNet2Flow
     from utils.foreground import CascadeRCNNDetector
 

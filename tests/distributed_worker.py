@@ -1,6 +1,6 @@
 """Started by tests/test_distributed.py under torchrun: one process of a real gloo group.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/distributed_worker.py MODE OUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 tests/distributed_worker.py OUT_DIR MODE [MODE ...]
 
 collectives  shard / gather_objects / broadcast_object / sum_over_ranks across the ranks
 batchnorm    synchronised BatchNorm on the CPU against one BatchNorm over the whole batch
@@ -9,8 +9,10 @@ gradients    one backward of the DDP-wrapped stacked network (float64) on this r
              batch; rank 0 saves the gradients (after DDP's all-reduce) under the reference's keys
 timeout      rank 1 never reaches the barrier: rank 0 must stop with one line, not hang
 
-Each rank writes what it saw to OUT_DIR/<mode>_rank<r>.json (or .pt); errors are the
-scripts' one-line errors (utils.cli's format, exit status 2).
+The modes run one after the other in the same process group (one start of the processes for
+several checks), each in its own folder OUT_DIR/MODE, where it finds its inputs (store/,
+cloze.json) and where each rank writes what it saw to <mode>_rank<r>.json (or .pt); errors
+are the scripts' one-line errors (utils.cli's format, exit status 2).
 """
 import json
 import sys
@@ -120,11 +122,12 @@ def timeout(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    mode, out = sys.argv[1], Path(sys.argv[2])
+    out, modes = Path(sys.argv[1]), sys.argv[2:]
     try:
         with distributed.process_group("cpu"):
-            {"collectives": collectives, "batchnorm": batchnorm, "train": train, "gradients": gradients,
-             "timeout": timeout}[mode](out)
+            for mode in modes:
+                {"collectives": collectives, "batchnorm": batchnorm, "train": train, "gradients": gradients,
+                 "timeout": timeout}[mode](out / mode)
     except VECError as err:
         print(f"error: {distributed.error_prefix()}{err}", file=sys.stderr)
         sys.exit(2)

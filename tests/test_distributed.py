@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,11 +19,11 @@ import torch
 from torch import nn
 
 from models.stacked_cloze import Grouped
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, SCRIPTS, SMALL_RUN, run_main, write_config
 from utils import distributed
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore, build_cubes, merge_cube_stores, store_capacity
-from utils.datasets import generate_synthetic, open_split
+from utils.datasets import open_split
 from utils.errors import VECError
 from utils.flow import OpenCVFlow, compute_split_flow, flow_file_path
 from utils.foreground import compute_split_boxes, split_boxes
@@ -48,11 +49,6 @@ def _torchrun(*args, nproc=2, timeout=600, **env):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=timeout, env=_env(**env))
-
-
-def _python(*args, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout, env=_env())
 
 
 # ---- one process: everything is a no-op --------------------------------------------------------
@@ -192,34 +188,64 @@ def test_parts_by_video_give_what_one_process_gives(small_synthetic, tmp_path):
 
 # ---- two processes -----------------------------------------------------------------------
 
+@contextmanager
+def one_thread():
+    """The single-process side of a comparison at one thread, as each torchrun rank runs (OMP_NUM_THREADS=1):
+    the grouped execution of these tiny networks is op-launch bound, and two OpenMP threads' barriers made it
+    ten times slower here. The numbers compared do not depend on it (tolerances of summation order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# What each worker mode (tests/distributed_worker.py) is given: the train mode 9 cubes in batches of 4 over
+# 2 ranks (shares 2+2, 2+2, then 1+0), 2 epochs; the gradients mode 9 cubes in one global batch (shares 5 + 4).
+WORKER_INPUTS = {"train": (0, ClozeConfig(nf=2, epochs=2, batch_size=4)),
+                 "gradients": (4, ClozeConfig(nf=4, epochs=1, batch_size=9))}
+
+
+@pytest.fixture(scope="module")
+def worker_run(tmp_path_factory):
+    """One 2-process torchrun of tests/distributed_worker.py running its modes one after the other (a start
+    of three Pythons with torch is most of the time of each): each mode's inputs and outputs in out/<mode>/."""
+    out = tmp_path_factory.mktemp("worker")
+    modes = ("collectives", "batchnorm", "train", "gradients")
+    for mode in modes:
+        (out / mode).mkdir()
+    for mode, (seed, cloze) in WORKER_INPUTS.items():
+        _tiny_store(out / mode / "store", 9, seed=seed)
+        (out / mode / "cloze.json").write_text(json.dumps(asdict(cloze)))
+    done = _torchrun(WORKER, out, *modes)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_two_ranks_shard_gather_and_synchronise_batch_norm(tmp_path):
-    for mode in ("collectives", "batchnorm"):
-        done = _torchrun(WORKER, mode, tmp_path)
-        assert done.returncode == 0, done.stderr[-3000:]
-    seen = [json.loads((tmp_path / f"collectives_rank{r}.json").read_text()) for r in range(2)]
+def test_two_ranks_shard_gather_and_synchronise_batch_norm(worker_run):
+    seen = [json.loads((worker_run / "collectives" / f"collectives_rank{r}.json").read_text()) for r in range(2)]
     assert [(s["rank"], s["world"], s["main"]) for s in seen] == [(0, 2, True), (1, 2, False)]
     assert seen[0]["mine"] == list(range(6)) and seen[1]["mine"] == list(range(6, 11))
     for s in seen:
         assert s["gathered"] == list(range(11)) and s["broadcast"] == "from 0" and s["sum"] == 3.0
         assert s["arrays"] == [[0], [0, 1]]
     for r in range(2):
-        result = json.loads((tmp_path / f"batchnorm_rank{r}.json").read_text())
+        result = json.loads((worker_run / "batchnorm" / f"batchnorm_rank{r}.json").read_text())
         assert result.pop("type") == "CPUSyncBatchNorm"
         assert all(value < 2e-5 for value in result.values()), result
 
 
 @pytest.mark.slow
-def test_ddp_training_matches_one_process(tmp_path):
+def test_ddp_training_matches_one_process(worker_run):
     """9 cubes, batches of 4 over 2 ranks (shares 2+2, 2+2, then 1+0), 2 epochs: the same network."""
-    store = _tiny_store(tmp_path / "store", 9)
-    cloze = ClozeConfig(nf=2, epochs=2, batch_size=4)
-    (tmp_path / "cloze.json").write_text(json.dumps(asdict(cloze)))
-    done = _torchrun(WORKER, "train", tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    parallel = torch.load(tmp_path / "train_rank0.pt")
+    store = CubeStore.open(worker_run / "train" / "store")
+    cloze = WORKER_INPUTS["train"][1]
+    parallel = torch.load(worker_run / "train" / "train_rank0.pt")
     # Like for like: torchrun trains the stacked network's grouped execution (synchronised BatchNorm).
-    single = train_blocks(store, cloze, 1, 1, "cpu", seed=3, progress=False, execution=Grouped())
+    with one_thread():
+        single = train_blocks(store, cloze, 1, 1, "cpu", seed=3, progress=False, execution=Grouped())
     assert parallel["state"].keys() == single.states[0][0].keys()
     # Exactness of DDP's gradients is tested in float64 (above). In float32 training, a max-pool or
     # ReLU that flips on a rounding difference reroutes a gradient, and Adam's first steps move each
@@ -237,7 +263,8 @@ def test_ddp_training_matches_one_process(tmp_path):
     np.testing.assert_allclose(parallel["of"].numpy(), single.of_scores[0][0], rtol=1e-3)
 
 
-def test_ddp_gradients_of_the_stacked_network_are_the_single_process_ones(tmp_path):
+@pytest.mark.slow  # a torchrun
+def test_ddp_gradients_of_the_stacked_network_are_the_single_process_ones(worker_run):
     """One backward, 9 cubes in one global batch (shares 5 + 4): DDP's averaged gradients, with
     synchronised BatchNorm, are the gradients of the single-process batch.
 
@@ -248,18 +275,16 @@ def test_ddp_gradients_of_the_stacked_network_are_the_single_process_ones(tmp_pa
     from utils.cloze_steps import TrainStep
     from utils.training import make_network
 
-    store = _tiny_store(tmp_path / "store", 9, seed=4)
-    cloze = ClozeConfig(nf=4, epochs=1, batch_size=9)
-    (tmp_path / "cloze.json").write_text(json.dumps(asdict(cloze)))
-    done = _torchrun(WORKER, "gradients", tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    parallel = torch.load(tmp_path / "gradients_rank0.pt")
+    store = CubeStore.open(worker_run / "gradients" / "store")
+    cloze = WORKER_INPUTS["gradients"][1]
+    parallel = torch.load(worker_run / "gradients" / "gradients_rank0.pt")
     torch.manual_seed(3)
     model = make_network(cloze, execution=Grouped()).double().train()
     step = TrainStep(model, learning_rate=cloze.learning_rate, lambda_raw=1.0, lambda_of=1.0, use_flow=True,
                      batch_size=9, device=torch.device("cpu"))
     raw, flow = next(cube_batches(store, np.arange(9), 9, "cpu"))
-    step.loss(raw.double(), flow.double(), 9).backward()
+    with one_thread():
+        step.loss(raw.double(), flow.double(), 9).backward()
     single = model.map_to_reference({k: p.grad for k, p in model.named_parameters()})
     assert parallel.keys() == single.keys()
     for key, want in single.items():
@@ -275,9 +300,10 @@ def test_ddp_gradients_of_the_stacked_network_are_the_single_process_ones(tmp_pa
 @pytest.mark.slow
 def test_a_rank_that_never_comes_stops_the_others_with_one_line(tmp_path):
     started = time.time()
-    done = _torchrun(WORKER, "timeout", tmp_path, VEC_DIST_TIMEOUT_MINUTES="0.05")
+    (tmp_path / "timeout").mkdir()
+    done = _torchrun(WORKER, tmp_path, "timeout", VEC_DIST_TIMEOUT_MINUTES="0.05")
     assert done.returncode != 0
-    waited = json.loads((tmp_path / "timeout_rank0.json").read_text())["waited"]
+    waited = json.loads((tmp_path / "timeout" / "timeout_rank0.json").read_text())["waited"]
     assert 2 < waited < 30 and time.time() - started < 120
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [line for line in errors if "[rank 0 of 2] lost the other processes while waiting at a barrier"
@@ -289,22 +315,17 @@ def _files(root: Path, pattern: str) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_torchrun_scripts_match_one_process(tmp_path):
-    single, parallel = tmp_path / "single", tmp_path / "parallel"
-    generate_synthetic(single / "raw_datasets" / "synthetic", seed=6, n_train=2, n_test=2, n_frames=12, progress=False)
-    shutil.copytree(single / "raw_datasets", parallel / "raw_datasets")
-    times = {}
-    for root, run in ((single, lambda s, c: _python(s, "--config", c)),
-                      (parallel, lambda s, c: _torchrun(s, "--config", c))):
-        config = write_config(root, nf=2, epochs=1)
-        started = time.time()
-        for script in ("calc_img_inputs.py", "train.py", "test.py"):
-            done = run(REPO / script, config)
-            assert done.returncode == 0, f"{root.name} {script}: {done.stderr[-3000:]}"
-            (root / f"{script}.stdout").write_text(done.stdout)
-        times[root.name] = time.time() - started
-    print(f"\nwall time, flow + train + test: 1 process {times['single']:.1f} s, "
-          f"2 processes (torchrun) {times['parallel']:.1f} s")
+def test_torchrun_scripts_match_one_process(scored_run, tmp_path):
+    """The three scripts under a 2-process torchrun against the session's single-process run of them
+    (tests/conftest.py: scored_run, made in this process) on the same frames with the same settings."""
+    single, parallel = scored_run.root, tmp_path / "parallel"
+    shutil.copytree(single / "raw_datasets", parallel / "raw_datasets",
+                    ignore=shutil.ignore_patterns("bboxes_*"))  # the frames only: the boxes are the scripts' work
+    config = write_config(parallel, **SMALL_RUN)
+    for script in SCRIPTS:
+        done = _torchrun(REPO / script, "--config", config)
+        assert done.returncode == 0, f"parallel {script}: {done.stderr[-3000:]}"
+        (parallel / f"{script}.stdout").write_text(done.stdout)
 
     # Flow and box files: the same bytes.
     for pattern, folder in (("*.npy", "optical_flow"), ("bboxes_*", "raw_datasets")):
@@ -338,12 +359,13 @@ def test_torchrun_scripts_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_error_on_one_rank_is_one_line_and_stops_the_run(tmp_path):
+def test_an_error_on_one_rank_is_one_line_and_stops_the_run(prepared_run, tmp_path, capfd):
     """Rank 1's video has a truncated flow file: rank 1 says so in one line; rank 0 does not hang."""
-    generate_synthetic(tmp_path / "raw_datasets" / "synthetic", seed=7, n_train=2, n_test=1, n_frames=12,
-                       progress=False)
-    config = write_config(tmp_path, nf=2, epochs=1)
-    done = _torchrun(REPO / "calc_img_inputs.py", "--config", config, "--split", "train")
+    shutil.copytree(prepared_run.root / "raw_datasets", tmp_path / "raw_datasets",
+                    ignore=shutil.ignore_patterns("bboxes_*"))  # 2 train videos of 12 frames
+    config = write_config(tmp_path, **SMALL_RUN)
+    # The flow in this process: torchrun's is the same, file for file (test_torchrun_scripts_match_one_process).
+    done = run_main(capfd, "calc_img_inputs.py", "--config", config, "--split", "train")
     assert done.returncode == 0, done.stderr[-3000:]
     broken = sorted((tmp_path / "optical_flow" / "synthetic" / "Train").rglob("*.npy"))[-3]  # second video
     broken.write_bytes(broken.read_bytes()[:100])

@@ -30,9 +30,8 @@ def test_known_shift_is_recovered_in_flow_size_units(method):
     np.testing.assert_allclose(np.median(centre, axis=0), expected, atol=0.8)
 
 
-def test_flow_files_mirror_frames_and_resume(small_synthetic, tmp_path):
-    cfg = small_synthetic
-    split = open_split(cfg.dataset_dir, "UCSDped2", "test")
+def test_flow_files_mirror_frames_and_resume(tiny_synthetic, tmp_path):
+    split = open_split(tiny_synthetic, "UCSDped2", "test")
     path = flow_file_path(tmp_path, split, 0)
     assert path.relative_to(tmp_path).as_posix() == "Test/Test001/001.npy"
     assert compute_split_flow(split, OpenCVFlow("dis"), tmp_path, progress=False) == len(split)
@@ -43,10 +42,10 @@ def test_flow_files_mirror_frames_and_resume(small_synthetic, tmp_path):
     assert read_flow(path).dtype == np.float32
 
 
-def test_rerun_removes_the_half_written_files_of_a_killed_run(small_synthetic, tmp_path):
+def test_rerun_removes_the_half_written_files_of_a_killed_run(tiny_synthetic, tmp_path):
     """SIGKILL during a write leaves atomic_file's temporary beside the flow file; the rerun that writes
     that frame removes it, and leaves other files alone."""
-    split = open_split(small_synthetic.dataset_dir, "UCSDped2", "test")
+    split = open_split(tiny_synthetic, "UCSDped2", "test")
     assert compute_split_flow(split, OpenCVFlow("dis"), tmp_path, progress=False) == len(split)
     path = flow_file_path(tmp_path, split, 9)
     path.unlink()
@@ -61,10 +60,10 @@ def test_rerun_removes_the_half_written_files_of_a_killed_run(small_synthetic, t
     assert read_flow(path).shape == (160, 240, 2)
 
 
-def test_each_flow_file_holds_its_frame_pairs_flow(small_synthetic, tmp_path):
+def test_each_flow_file_holds_its_frame_pairs_flow(tiny_synthetic, tmp_path):
     """Chunks of 5 pairs across video ends, frames shared between pairs and chunks decoded once and reused,
     files written while the next chunk computes: every file is the backend's flow of its own pair."""
-    split = open_split(small_synthetic.dataset_dir, "UCSDped2", "test")
+    split = open_split(tiny_synthetic, "UCSDped2", "test")  # videos of 12 frames: the 3rd chunk spans both
     backend = OpenCVFlow("dis")
     assert compute_split_flow(split, backend, tmp_path, batch_size=5, progress=False) == len(split)
     for i in range(len(split)):
@@ -87,14 +86,18 @@ def test_missing_flow_and_unknown_method_are_clear(tmp_path):
         build_flow_backend("pwc")
 
 
-def test_raft_backend_with_local_weights(tmp_path):
-    import torch
-    from torchvision.models.optical_flow import raft_large
-
+def test_raft_without_weights_names_the_file_to_fetch(tmp_path):
     from utils.flow.raft import RaftFlow
 
     with pytest.raises(VECError, match="raft_large_C_T_SKHT_V2"):
         RaftFlow.from_checkpoint(tmp_path / "raft_large_C_T_SKHT_V2-ff5fadd5.pth")
+
+
+@pytest.mark.slow  # RAFT-large's 12 refinement steps at 512x384 on the CPU
+def test_raft_backend_with_local_weights(tmp_path):
+    import torch
+    from torchvision.models.optical_flow import raft_large
+
     torch.manual_seed(0)
     torch.save(raft_large(weights=None).state_dict(), tmp_path / "raft.pth")
     backend = build_flow_backend("raft", raft_weights=tmp_path / "raft.pth")

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from FlowNet2_src import ChannelNorm, Correlation, FlowNet2, Resample2d
+from FlowNet2_src import ChannelNorm, Correlation, Resample2d
 from utils.flow.flownet2 import FlowNet2Flow, load_flownet2
-from utils.stand_in_weights import det_fill
 from utils.errors import VECError
 
 DATA = Path(__file__).parent / "data"
@@ -20,9 +19,9 @@ def _t(key):
     return torch.from_numpy(OPS[key])
 
 
-def test_state_dict_equals_official_checkpoint_keys():
+def test_state_dict_equals_official_checkpoint_keys(flownet2_golden):
     manifest = json.loads((DATA / "flownet2_manifest.json").read_text())
-    assert [[k, list(v.shape)] for k, v in FlowNet2().state_dict().items()] == manifest
+    assert [[k, list(v.shape)] for k, v in flownet2_golden.state_dict().items()] == manifest
 
 
 @pytest.mark.parity
@@ -41,12 +40,6 @@ def test_resample_and_channelnorm_match_cuda_kernels():
     np.testing.assert_allclose(ChannelNorm()(_t("channelnorm_in")).numpy(), OPS["channelnorm_out"], atol=1e-5, rtol=0)
 
 
-def _golden_model():
-    model = FlowNet2()
-    model.load_state_dict(det_fill(model.state_dict()))
-    return model.eval()
-
-
 # FlowNet2 has no discrete step (no sorting, no thresholds): compared element-wise. Measured across CPU kernels
 # (tests/noise_report.py: oneDNN/ATen/MKL at AVX-512, AVX2, SSE4.1; 1 or 2 threads) the full forward lies within
 # 3.0e-6 of the largest golden value and the ops within 2.4e-7 absolute; 1e-4 and 1e-5 leave >= 30x headroom.
@@ -56,15 +49,17 @@ def _assert_golden_flow(flow):
 
 
 @pytest.mark.parity
-def test_full_network_matches_reference():
-    with torch.no_grad():
-        _assert_golden_flow(_golden_model()(torch.from_numpy(FORWARD["inputs"])).numpy())
+def test_full_network_matches_reference(flownet2_golden_flow):
+    """The det_fill model's flow of FORWARD["inputs"] (tests/conftest.py: computed once per session)."""
+    _assert_golden_flow(flownet2_golden_flow.numpy())
 
 
 @pytest.mark.parity
-def test_official_checkpoint_structure_loads_and_reproduces_golden_flow(tmp_path):
+@pytest.mark.slow  # writes and reads a 650 MB checkpoint, then a full pass
+def test_official_checkpoint_structure_loads_and_reproduces_golden_flow(tmp_path, flownet2_golden):
     path = tmp_path / "FlowNet2_checkpoint.pth.tar"
-    torch.save({"state_dict": det_fill(FlowNet2().state_dict()), "epoch": 0, "best_EPE": 1.0}, path)
+    # The det_fill weights, as the session's golden model holds them (det_fill itself takes seconds).
+    torch.save({"state_dict": flownet2_golden.state_dict(), "epoch": 0, "best_EPE": 1.0}, path)
     model = load_flownet2(path)
     assert not model.training
     with torch.no_grad():
@@ -80,8 +75,9 @@ def test_missing_or_wrong_checkpoint_is_a_clear_error(tmp_path):
         load_flownet2(tmp_path / "other.pth")
 
 
-def test_estimator_returns_flow_at_frame_size():
+@pytest.mark.slow  # two FlowNet2 passes at 512x384
+def test_estimator_returns_flow_at_frame_size(flownet2_golden):
     rng = np.random.default_rng(0)
     first = rng.integers(0, 255, (2, 60, 90, 3), dtype=np.uint8)
-    flow = FlowNet2Flow(_golden_model())(first, np.roll(first, 2, axis=2))
+    flow = FlowNet2Flow(flownet2_golden)(first, np.roll(first, 2, axis=2))
     assert flow.shape == (2, 60, 90, 2) and flow.dtype == np.float32 and np.isfinite(flow).all()

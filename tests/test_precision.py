@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from FlowNet2_src import ChannelNorm, Correlation, FlowNet2, Resample2d
-from models import CascadeRCNN
+from FlowNet2_src import ChannelNorm, Correlation, Resample2d
 from tests.conftest import REPO, needs_native, write_config
-from utils.stand_in_weights import det_fill
 from tests.matching import assert_same_boxes
 from utils.cloze_steps import ErrorStep
 from utils.config import load_config
@@ -48,17 +46,18 @@ REDUCED_NATIVE = [pytest.param(p, marks=[*param.marks, needs_native(p)]) for par
 
 
 @pytest.fixture(scope="module")
-def flownet2():
-    model = FlowNet2()
-    model.load_state_dict(det_fill(model.state_dict()))
-    return model.eval()
+def flownet2(flownet2_golden):
+    return flownet2_golden  # det_fill weights, built once per session (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def cascade():
-    model = CascadeRCNN()
-    model.load_state_dict(det_fill(model.state_dict()))
-    return model.eval()
+def flownet2_fp32_flow(flownet2_golden_flow):
+    return flownet2_golden_flow  # the fp32 flow of the golden pair, computed once per session
+
+
+@pytest.fixture(scope="module")
+def cascade(cascade_golden):
+    return cascade_golden
 
 
 # ---- FlowNet2 ------------------------------------------------------------------------------------
@@ -69,10 +68,9 @@ EPE_BOUNDS = {"bf16": (0.015, 0.08), "fp16": (0.002, 0.01)}
 
 
 @pytest.mark.parametrize("precision", REDUCED_NATIVE)
-def test_reduced_precision_flow_within_measured_epe_of_fp32(flownet2, precision):
-    inputs = torch.from_numpy(FORWARD["inputs"])
+def test_reduced_precision_flow_within_measured_epe_of_fp32(flownet2, flownet2_fp32_flow, precision):
+    inputs, reference = torch.from_numpy(FORWARD["inputs"]), flownet2_fp32_flow
     with torch.inference_mode():
-        reference = flownet2(inputs)
         with autocast(precision, "cpu"):  # as FlowNet2Flow.compute runs it
             flow = flownet2(inputs).float()
     assert torch.isfinite(flow).all()
@@ -99,6 +97,7 @@ def test_flownet2_ops_stay_float32_under_autocast(precision):
         assert torch.isfinite(from_half).all(), type(op).__name__
 
 
+@pytest.mark.slow  # a FlowNet2 pass at 512x384
 @needs_native("bf16")
 def test_flow_backend_in_bf16_returns_float32_flow_at_frame_size(flownet2):
     rng = np.random.default_rng(0)
@@ -133,11 +132,11 @@ def test_bf16_cascade_matches_fp32_as_sets(cascade):
 # which proposals survive NMS is decided by rounding and the detection SETS of bf16 and fp32 diverge (see
 # docs/performance.md); what is checked end to end is that the detector works in bf16: FPN features within
 # a measured bound of fp32 (max |diff| 1.4 % of the largest feature), float32 boxes inside the frame.
+@pytest.mark.slow  # R101 passes
 @needs_native("bf16")
-def test_bf16_detector_end_to_end(cascade):
-    inputs = torch.from_numpy(GOLDEN["inputs"])
+def test_bf16_detector_end_to_end(cascade, cascade_golden_feats):
+    inputs, reference = torch.from_numpy(GOLDEN["inputs"]), cascade_golden_feats  # fp32 features, made once
     with torch.inference_mode():
-        reference = cascade.extract_feat(inputs)
         with autocast("bf16", "cpu"):
             feats = cascade.extract_feat(inputs)
     for level, (f, r) in enumerate(zip(feats, reference), start=2):
@@ -175,24 +174,34 @@ def test_config_precision_keys(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # a real Python process (oneDNN reads its ISA limit once per process): its imports take seconds
 def test_precision_without_onednn_kernels_on_this_cpu_warns_in_one_line(tmp_path):
     """bf16 with oneDNN held to AVX2 (a CPU without AVX-512) falls back to generic loops: a warning, not an error
     (the results stay right). oneDNN reads its ISA limit once, so the limited case runs in a child process."""
-    probe = ("import warnings; from utils.precision import check_precision, emulated_on_this_cpu; "
-             "warnings.simplefilter('error'); print(emulated_on_this_cpu('bf16', 'cpu')); check_precision('bf16', 'cpu')")
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    limited = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
-    assert limited.stdout.split() == ["True"] and limited.returncode != 0
-    last_line = limited.stderr.strip().splitlines()[-1]
-    assert "precision = bf16" in last_line and "emulated" in last_line and "use fp32" in last_line
-    # In a script: one line, "warning: ...", then the work goes on (here to test.py's missing-model error).
+    # One child process does both: the check on its own (turned into an error, printed on stdout), then
+    # test.py's main, whose stderr is the process's stderr.
     config = write_config(tmp_path)
-    script = subprocess.run([sys.executable, str(REPO / "test.py"), "--config", str(config), "--set",
-                             "synthetic.flow_method=flownet2", "--set", "synthetic.flow_precision=bf16"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    lines = script.stderr.strip().splitlines()
-    assert script.returncode == 2 and lines[0].startswith("warning: flow_precision = bf16:"), script.stderr
-    assert lines[-1].startswith("error: ") and "Traceback" not in script.stderr
+    probe = ("import sys, warnings; from utils.precision import check_precision, emulated_on_this_cpu\n"
+             "print(emulated_on_this_cpu('bf16', 'cpu'))\n"
+             "with warnings.catch_warnings():\n"
+             "    warnings.simplefilter('error')\n"
+             "    try:\n"
+             "        check_precision('bf16', 'cpu')\n"
+             "    except Warning as warning:\n"
+             "        print('raised:', warning)\n"
+             "sys.path.insert(0, '.'); from test import main\n"
+             f"sys.exit(main(['--config', {str(config)!r}, '--set', 'synthetic.flow_method=flownet2', "
+             "'--set', 'synthetic.flow_precision=bf16']))\n")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    limited = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=600)
+    emulated, raised = limited.stdout.strip().splitlines()
+    assert emulated == "True" and raised.startswith("raised: ")
+    assert "precision = bf16" in raised and "emulated" in raised and "use fp32" in raised
+    # In a script: one line, "warning: ...", then the work goes on (here to test.py's missing-model error).
+    lines = limited.stderr.strip().splitlines()
+    assert limited.returncode == 2 and lines[0].startswith("warning: flow_precision = bf16:"), limited.stderr
+    assert lines[-1].startswith("error: ") and "Traceback" not in limited.stderr
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_precision("fp32", "cpu")  # fp32 never warns

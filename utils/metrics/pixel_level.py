@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from utils.cubes import ceil_box
 from utils.scoring import NO_BOX_SCORE

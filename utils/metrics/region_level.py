@@ -2,7 +2,6 @@
 with the semantics of the widely used evaluation code released with Georgescu, Ionescu et al.'s work."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
