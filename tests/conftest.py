@@ -172,12 +172,15 @@ def cascade_golden_feats(cascade_golden):
 
 @pytest.fixture(scope="session")
 def flownet2_golden():
-    """FlowNet2 in eval mode with det_fill weights, as the golden vectors were made. Shared: never change it."""
+    """FlowNet2 in eval mode with det_fill weights, as the golden vectors were made. Shared: never change it.
+    Built on the meta device, its det_fill tensors then assigned: no random initialisation of 162 M weights
+    to overwrite (FlowNet2 has no state outside its state dict)."""
     from FlowNet2_src import FlowNet2
     from utils.stand_in_weights import det_fill
 
-    model = FlowNet2()
-    model.load_state_dict(det_fill(model.state_dict()))
+    with torch.device("meta"):
+        model = FlowNet2()
+    model.load_state_dict(det_fill(model.state_dict()), assign=True)
     return model.eval()
 
 

@@ -359,10 +359,9 @@ def test_torchrun_scripts_match_one_process(scored_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_error_on_one_rank_is_one_line_and_stops_the_run(prepared_run, tmp_path, capfd):
+def test_an_error_on_one_rank_is_one_line_and_stops_the_run(tiny_synthetic, tmp_path, capfd):
     """Rank 1's video has a truncated flow file: rank 1 says so in one line; rank 0 does not hang."""
-    shutil.copytree(prepared_run.root / "raw_datasets", tmp_path / "raw_datasets",
-                    ignore=shutil.ignore_patterns("bboxes_*"))  # 2 train videos of 12 frames
+    shutil.copytree(tiny_synthetic, tmp_path / "raw_datasets" / "synthetic")  # 2 train videos of 12 frames
     config = write_config(tmp_path, **SMALL_RUN)
     # The flow in this process: torchrun's is the same, file for file (test_torchrun_scripts_match_one_process).
     done = run_main(capfd, "calc_img_inputs.py", "--config", config, "--split", "train")

@@ -87,7 +87,7 @@ def test_prepared_run_scores(copy, run):
 
 # --- the configuration, checked before any work ----------------------------------------------
 @pytest.mark.parametrize("key, value, needles", [
-    ("patch_size", "-3", ["[synthetic] patch_size", "-3", "≥ 1"]),
+    ("patch_size", "-3", ["[synthetic] patch_size", "-3", "≥ 8"]),
     ("batch_size", "0", ["[synthetic] batch_size", "≥ 1"]),
     ("nf", "0", ["[synthetic] nf", "≥ 1"]),
     ("epochs", "abc", ["[synthetic] epochs", "'abc' is not an integer"]),
