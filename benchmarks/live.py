@@ -44,7 +44,7 @@ from utils.config import load_config  # noqa: E402
 from utils.datasets import generate_synthetic  # noqa: E402
 from utils.live import run_session  # noqa: E402
 from utils.live.session import live_threads  # noqa: E402
-from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs  # noqa: E402
+from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs, read_video_frames  # noqa: E402
 from utils.live.scorer import FrameScorer  # noqa: E402
 from utils.live.source import open_capture, parse_source  # noqa: E402
 from utils.live.status import Terminal  # noqa: E402
@@ -58,14 +58,7 @@ def clip_frames(path: str | None, work: Path) -> list[np.ndarray]:
     if path is None:
         root = generate_synthetic(work / "synthetic", seed=0, n_train=0, n_test=1, n_frames=120, progress=False)
         return [cv2.imread(str(p)) for p in sorted((root / "Test" / "Test001").glob("*.tif"))]
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    frames = read_video_frames(path)
     if not frames:
         sys.exit(f"error: {path} gives no frame")
     return frames

@@ -4,11 +4,13 @@ networks with the golden vectors' stand-in weights."""
 import contextlib
 import importlib.util
 import io
+import itertools
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,27 @@ def write_config(directory: Path, **overrides) -> Path:
 # ---- the entry scripts, in this process -----------------------------------------------------------
 
 _script_modules = {}
+
+
+def write_video(path: Path, frames, fourcc: str = "MJPG", fps: float = 25.0) -> Path:
+    """BGR frames of one size written with OpenCV's `fourcc` codec (its folder made)."""
+    frames = iter(frames)
+    first = next(frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (first.shape[1], first.shape[0]))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} into {path}"
+    for frame in itertools.chain([first], frames):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def write_frame_folder(folder: Path, frames, suffix: str = ".png") -> Path:
+    """A folder of frames named img_0000<suffix>, img_0001<suffix>, …"""
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        assert cv2.imwrite(str(folder / f"img_{i:04d}{suffix}"), frame)
+    return folder
 
 
 def script_module(script: str):

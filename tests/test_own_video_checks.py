@@ -20,7 +20,7 @@ import pytest
 
 import test as test_script
 import train as train_script
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, write_config, write_frame_folder, write_video
 from utils.own_video.source import clean_name, folder_key
 
 HEIGHT, WIDTH = 72, 96
@@ -42,21 +42,6 @@ def tiny_frames(n, seed=0, anomaly=True):
         yield frame
 
 
-def write_video(path, frames, fourcc="MJPG", fps=25.0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (WIDTH, HEIGHT))
-    assert writer.isOpened(), f"OpenCV cannot write {fourcc} into {path}"
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
-def write_frame_folder(folder, frames, suffix=".bmp"):
-    folder.mkdir(parents=True)
-    for i, frame in enumerate(frames):
-        assert cv2.imwrite(str(folder / f"img_{i:04d}{suffix}"), frame)
-    return folder
 
 
 def call(capsys, script, config, *args):
@@ -196,7 +181,7 @@ def test_accept_short_video_goes_with_video(tmp_path, capsys):
 @pytest.mark.parametrize("fps", ["inf", "-inf", "nan", "0", "-5", "1e9", "0.001"])
 def test_impossible_frame_rate_is_refused_before_any_work(tmp_path, capsys, fps):
     config = write_config(tmp_path)
-    folder = write_frame_folder(tmp_path / "frames", tiny_frames(6))
+    folder = write_frame_folder(tmp_path / "frames", tiny_frames(6), ".bmp")
     before = on_disk(tmp_path, ".")
     started = time.monotonic()
     status, _, err = call(capsys, test_script, config, "--video", folder, f"--fps={fps}")
@@ -207,7 +192,7 @@ def test_impossible_frame_rate_is_refused_before_any_work(tmp_path, capsys, fps)
 
 def test_frame_rate_of_a_folder_sets_the_times(workspace, capsys):
     root, config, model_dir = workspace
-    folder = write_frame_folder(root / "in" / "frames", tiny_frames(8))
+    folder = write_frame_folder(root / "in" / "frames", tiny_frames(8), ".bmp")
     status, _, err = call(capsys, test_script, config, "--video", folder, "--model", model_dir, "--fps", "0.5")
     assert status == 0, err[-3000:]
     results = root / "results" / "videos" / folder_key(folder)
@@ -314,8 +299,8 @@ def test_a_source_replaced_by_other_bytes_of_the_same_size_and_age_is_decoded_ag
         other = write_video(root / "other" / "clip.avi", tiny_frames(8, seed=5), "I420")
         replace = [(source, other.read_bytes())]
     else:  # BMP frames: the same size whatever the pixels
-        source = write_frame_folder(root / "in" / "frames", tiny_frames(8, seed=1))
-        other = write_frame_folder(root / "other" / "frames", tiny_frames(8, seed=5))
+        source = write_frame_folder(root / "in" / "frames", tiny_frames(8, seed=1), ".bmp")
+        other = write_frame_folder(root / "other" / "frames", tiny_frames(8, seed=5), ".bmp")
         replace = [(source / "img_0003.bmp", (other / "img_0003.bmp").read_bytes())]
     key = folder_key(source)
     status, out, err = call(capsys, test_script, config, "--video", source, "--model", model_dir)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, write_config, write_frame_folder, write_video
 from utils.datasets import generate_synthetic
 from utils.own_video.source import folder_key
 HEIGHT, WIDTH = 160, 240
@@ -44,20 +44,6 @@ def make_frames(n, seed=0, anomaly=True):
         yield frame
 
 
-def write_video(path, frames, fourcc, fps=25.0):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (WIDTH, HEIGHT))
-    assert writer.isOpened(), f"OpenCV cannot write {fourcc} into {path}"
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
-def write_frame_folder(folder, frames, suffix=".png"):
-    folder.mkdir(parents=True)
-    for i, frame in enumerate(frames):
-        assert cv2.imwrite(str(folder / f"img_{i:04d}{suffix}"), frame)
-    return folder
 
 
 def run(script, config, *args):

@@ -108,6 +108,21 @@ def encode_jpegs(frames, quality: int = 90) -> list[bytes]:
     return jpegs
 
 
+def read_video_frames(path: str | Path) -> list:
+    """Every frame OpenCV decodes from `path`, in memory (empty when it decodes none)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(Path(path).expanduser()))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a video file as a paced MJPEG camera on this machine.")
     parser.add_argument("video", help="a video file OpenCV decodes")
@@ -121,13 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     capture = cv2.VideoCapture(str(Path(args.video).expanduser()))
     fps = args.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
     capture.release()
+    frames = read_video_frames(args.video)
     if not frames:
         print(f"error: {args.video} gives no frame", file=sys.stderr)
         return 2
