@@ -111,6 +111,7 @@ def decoded_count(video):
 
 # ---- 1. a cut video --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cut_video_is_one_error_line_naming_both_counts_and_leaves_nothing(workspace, capsys):
     root, config, model_dir = workspace
     whole = write_video(root / "in" / "whole.avi", tiny_frames(20, seed=1))
@@ -125,6 +126,7 @@ def test_cut_video_is_one_error_line_naming_both_counts_and_leaves_nothing(works
     assert on_disk(root, "data", "results") == []  # no frames, no lock, no empty folders
 
 
+@pytest.mark.slow
 def test_accepted_short_video_is_scored_and_recorded(workspace, capsys):
     root, config, model_dir = workspace
     cut = cut_in_half(write_video(root / "in" / "whole.avi", tiny_frames(20, seed=1)), root / "in" / "cut.avi")
@@ -147,6 +149,7 @@ def test_accepted_short_video_is_scored_and_recorded(workspace, capsys):
     assert (results / "frame_scores.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_complete_video_records_no_shortness(workspace, capsys):
     root, config, model_dir = workspace
     whole = write_video(root / "in" / "whole.avi", tiny_frames(20, seed=1))
@@ -211,6 +214,7 @@ with atomic_dir(Path(sys.argv[1])) as partial:
 """
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_nothing_that_looks_like_a_result(workspace, capsys):
     root, config, model_dir = workspace
     video = write_video(root / "in" / "clip.avi", tiny_frames(8))
@@ -232,6 +236,7 @@ def test_a_killed_run_leaves_nothing_that_looks_like_a_result(workspace, capsys)
 
 # ---- 3. two sources called alike --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_clips_of_one_name_get_their_own_folders(workspace, capsys):
     root, config, model_dir = workspace
     first = write_video(root / "a" / "clip.avi", tiny_frames(8, seed=1))
@@ -291,6 +296,7 @@ def _replace_keeping_size_and_age(path, new_bytes):
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["file", "folder"])
 def test_a_source_replaced_by_other_bytes_of_the_same_size_and_age_is_decoded_again(workspace, capsys, kind):
     root, config, model_dir = workspace
@@ -342,6 +348,7 @@ with run_lock(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_folder_names_the_first_and_a_killed_one_does_not_block(workspace, capsys):
     root, config, model_dir = workspace
     video = write_video(root / "in" / "clip.avi", tiny_frames(8))
@@ -364,6 +371,7 @@ def test_a_second_run_on_a_busy_folder_names_the_first_and_a_killed_one_does_not
     assert not lock.exists() and len(read_scores(root / "results" / "videos" / key)) == 8
 
 
+@pytest.mark.slow
 def test_training_on_a_busy_set_names_the_first_run(model, tmp_path, capsys):
     config = write_config(tmp_path, nf=2, epochs=1)
     write_video(tmp_path / "normal" / "walk.avi", tiny_frames(8, anomaly=False))

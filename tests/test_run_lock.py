@@ -62,6 +62,7 @@ def test_exclusive_locks_the_configs_work_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.cfg"]
 
 
+@pytest.mark.slow
 def test_another_process_holding_the_lock_is_named_and_its_death_frees_it(tmp_path):
     lock = tmp_path / "data" / ".synthetic.lock"
     holder = _hold(lock)
@@ -163,6 +164,7 @@ KILLED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_what_a_killed_process_left_is_removed_and_a_live_ones_kept(tmp_path):
     target = tmp_path / "clip"
     done = subprocess.run([sys.executable, "-c", KILLED, str(target), str(REPO)], timeout=120)

@@ -3,6 +3,7 @@ reference path computes, and its harness compares variants fairly."""
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import harness, synthetic
@@ -30,6 +31,7 @@ def test_blob_video_gives_about_the_reference_boxes_per_frame(tmp_path):
     assert 0.7 * stats["count"][0] < np.mean([len(b) for b in boxes]) < 1.4 * stats["count"][0]
 
 
+@pytest.mark.slow
 def test_synthetic_store_opens_and_trains(tmp_path):
     synthetic.write_synthetic_store(tmp_path / "store", 300)
     store = CubeStore.open(tmp_path / "store")
@@ -41,6 +43,7 @@ def test_synthetic_store_opens_and_trains(tmp_path):
     assert report["cubes"] == 300 and report["trained_on"] == 32 and report["scored"] == 40
 
 
+@pytest.mark.slow
 def test_cloze_variants_compute_what_the_reference_computes():
     """The check the cloze row runs before timing: each variant's per-cube errors, training losses and errors after
     3 Adam steps, from the reference's weights, against the reference path's (tiny networks, fp32 variants)."""

@@ -4,6 +4,8 @@ Same weights in (det_fill through the reference keys), same outputs out, in trai
 mode and after Adam steps (parameters and per-U-Net BatchNorm statistics mapped back);
 golden vectors reproduced; state dicts in the reference's keys, order, shapes and values.
 """
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -48,18 +50,46 @@ EXECUTIONS = {"sequential": Sequential, "grouped": Grouped, "threads": lambda: T
 CPU_EXECUTIONS = ["sequential", "grouped", "threads"]
 
 
+@functools.cache
+def stand_in_weights(cls, tot_of_num, raw_range, padding, use_flow, nf):
+    """det_fill's weights for the reference network (made once per architecture; loading copies them)."""
+    reference = cls(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict",
+                    rawRange=raw_range, useFlow=use_flow, padding=padding)
+    return det_fill(reference.state_dict())
+
+
+def make_reference(cls, tot_of_num, raw_range, padding, use_flow, nf=4, dtype=torch.float32):
+    """The reference network with det_fill weights."""
+    reference = cls(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict",
+                    rawRange=raw_range, useFlow=use_flow, padding=padding)
+    reference.load_state_dict(stand_in_weights(cls, tot_of_num, raw_range, padding, use_flow, nf))
+    return reference.to(dtype)
+
+
+@functools.cache
+def _loaded_stacked(cls, tot_of_num, raw_range, padding, use_flow, nf, channels_last):
+    """A stacked network loaded with the reference's det_fill weights, built once per architecture (building
+    one costs more than the steps the tests run on it); make_stacked hands out copies, never this one."""
+    stacked = StackedClozeNet(cls(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict",
+                                  rawRange=raw_range, useFlow=use_flow, padding=padding), channels_last=channels_last)
+    stacked.load_state_dict(stand_in_weights(cls, tot_of_num, raw_range, padding, use_flow, nf))
+    return stacked
+
+
+def make_stacked(cls, tot_of_num, raw_range, padding, use_flow, nf=4, channels_last=True, dtype=torch.float32,
+                 execution="auto"):
+    """A stacked network (run by EXECUTIONS[execution]) loaded with the reference's det_fill weights."""
+    stacked = copy.deepcopy(_loaded_stacked(cls, tot_of_num, raw_range, padding, use_flow, nf, channels_last))
+    stacked.execution = EXECUTIONS[execution]()
+    return stacked.to(dtype)
+
+
 def make_pair(cls, tot_of_num, raw_range, padding, use_flow, nf=4, channels_last=True, dtype=torch.float32,
               execution="auto"):
-    """The reference network with det_fill weights, and a stacked one (run by EXECUTIONS[execution]) loaded
-    with its state dict."""
-    kwargs = dict(features_root=nf, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict", rawRange=raw_range,
-                  useFlow=use_flow, padding=padding)
-    reference = cls(**kwargs)
-    reference.load_state_dict(det_fill(reference.state_dict()))
-    stacked = StackedClozeNet(cls(**kwargs), channels_last=channels_last)
-    stacked.execution = EXECUTIONS[execution]()
-    stacked.load_state_dict(reference.state_dict())
-    return reference.to(dtype), stacked.to(dtype)
+    """The reference network and a stacked one (run by EXECUTIONS[execution]), both with det_fill's weights
+    loaded through the reference's keys."""
+    return (make_reference(cls, tot_of_num, raw_range, padding, use_flow, nf, dtype),
+            make_stacked(cls, tot_of_num, raw_range, padding, use_flow, nf, channels_last, dtype, execution))
 
 
 def inputs(tot_of_num, batch=6, size=16, seed=0, dtype=torch.float32):
@@ -93,18 +123,49 @@ def assert_states_close(got, want, rel=REL):
         assert_close(got[key], want[key], key, rel)
 
 
+# What the separate U-Nets compute, once per case: every execution is compared with the same numbers.
+# Read only (the tests compare with them, never change them).
+
+@functools.cache
+def reference_forward(case, mode):
+    """The reference's outputs of one forward in `mode`, and its state dict after it."""
+    reference = getattr(make_reference(*case), mode)()
+    with torch.no_grad():
+        outputs = reference(*inputs(case[1]))
+    return outputs, reference.state_dict()
+
+
+@functools.cache
+def reference_backward(case):
+    """float64: the reference's training loss and gradients of one train-mode step, and its state dict after it."""
+    reference = make_reference(*case, dtype=torch.float64).train()
+    loss = training_loss(reference, *inputs(case[1], dtype=torch.float64))
+    loss.backward()
+    return loss.item(), {k: p.grad for k, p in reference.named_parameters()}, reference.state_dict()
+
+
+@functools.cache
+def reference_adam(case, dtype):
+    """The reference after adam_steps in `dtype`: the losses, the state dict, and its eval-mode outputs."""
+    reference = make_reference(*case, dtype=dtype)
+    x, x_of = inputs(case[1], dtype=dtype)
+    losses = adam_steps(reference, x, x_of)
+    with torch.no_grad():
+        outputs = reference.eval()(x, x_of)
+    return losses, reference.state_dict(), outputs
+
+
 @pytest.mark.parametrize("execution", CPU_EXECUTIONS)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_forward_equals_separate_unets(case, mode, execution):
-    reference, stacked = make_pair(*case, execution=execution)
-    x, x_of = inputs(case[1])
-    getattr(reference, mode)()
+    stacked = make_stacked(*case, execution=execution)
+    want_outputs, want_state = reference_forward(case, mode)
     getattr(stacked, mode)()
     with torch.no_grad():
-        assert_outputs_close(stacked(x, x_of), reference(x, x_of))
+        assert_outputs_close(stacked(*inputs(case[1])), want_outputs)
     # Train mode updated each U-Net's BatchNorm statistics (and counted the batch) as the reference did.
-    assert_states_close(stacked.state_dict(), reference.state_dict())
+    assert_states_close(stacked.state_dict(), want_state)
 
 
 def training_loss(model, x, x_of):
@@ -141,11 +202,10 @@ def test_float64_gradients_and_adam_steps_equal_separate_unets(case, execution):
 
     (Why parameters are not compared in float32: test_float32_training_steps_follow_separate_unets.)
     """
-    reference, stacked = make_pair(*case, dtype=torch.float64, execution=execution)
+    stacked = make_stacked(*case, dtype=torch.float64, execution=execution)
     x, x_of = inputs(case[1], dtype=torch.float64)
-    for model in (reference, stacked):
-        training_loss(model.train(), x, x_of).backward()
-    want = {k: p.grad for k, p in reference.named_parameters()}
+    training_loss(stacked.train(), x, x_of).backward()
+    _, want, _ = reference_backward(case)
     got = stacked.map_to_reference({k: p.grad for k, p in stacked.named_parameters()})
     assert list(got) == list(want)
     for key, w in want.items():
@@ -158,11 +218,12 @@ def test_float64_gradients_and_adam_steps_equal_separate_unets(case, execution):
         else:
             assert_close(got[key], w, key, rel=F64_REL)
 
-    reference, stacked = make_pair(*case, dtype=torch.float64, execution=execution)
-    np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=1e-12)
-    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
+    stacked = make_stacked(*case, dtype=torch.float64, execution=execution)
+    want_losses, want_state, want_outputs = reference_adam(case, torch.float64)
+    np.testing.assert_allclose(adam_steps(stacked, x, x_of), want_losses, rtol=1e-12)
+    assert_states_close(stacked.state_dict(), want_state, rel=F64_REL)
     with torch.no_grad():
-        assert_outputs_close(stacked.eval()(x, x_of), reference.eval()(x, x_of))
+        assert_outputs_close(stacked.eval()(x, x_of), want_outputs)
 
 
 @pytest.mark.parametrize("execution", CPU_EXECUTIONS)
@@ -178,11 +239,12 @@ def test_float32_training_steps_follow_separate_unets(case, execution):
     eps = 1e-7, and Adam moves each by about lr in a direction set by that noise; and a ReLU or
     max-pool that flips on a 1e-9 difference changes a gradient outright.
     """
-    reference, stacked = make_pair(*case, execution=execution)
-    x, x_of = inputs(case[1])
-    np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=REL)
-    counters = [k for k in reference.state_dict() if k.endswith("num_batches_tracked")]
-    assert all(torch.equal(stacked.state_dict()[k], reference.state_dict()[k]) for k in counters)
+    stacked = make_stacked(*case, execution=execution)
+    want_losses, want_state, _ = reference_adam(case, torch.float32)
+    np.testing.assert_allclose(adam_steps(stacked, *inputs(case[1])), want_losses, rtol=REL)
+    counters = [k for k in want_state if k.endswith("num_batches_tracked")]
+    got_state = stacked.state_dict()
+    assert all(torch.equal(got_state[k], want_state[k]) for k in counters)
 
 
 def train_steps(model, x, x_of, use_flow, steps=3):
@@ -196,46 +258,45 @@ def train_steps(model, x, x_of, use_flow, steps=3):
 def test_forward_backward_on_threads_equals_separate_unets(case):
     """The training step of the threads execution (each U-Net's backward right after its forward, on its
     worker): float64 gradients, 3 Adam steps through TrainStep, and float32 losses as the reference's."""
-    reference, stacked = make_pair(*case, dtype=torch.float64, execution="threads")
+    stacked = make_stacked(*case, dtype=torch.float64, execution="threads")
     use_flow = stacked.stack.n_flow > 0  # train.py's flow loss, where a flow U-Net serves a position in rawRange
     x, x_of = inputs(case[1], dtype=torch.float64)
     assert fused_forward_backward(stacked.eval(), x.device) is None
     # One U-Net (e.g. Net4 at rawRange 2: its flow U-Net serves position 4) runs sequentially, unfused.
     assert (fused_forward_backward(stacked.train(), x.device) is not None) == (stacked.stack.groups > 1)
     if stacked.stack.groups > 1:
-        assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flow)
+        assert_forward_backward_equals_backward(case, stacked, x, x_of, use_flow)
 
-    reference, stacked = make_pair(*case, dtype=torch.float64, execution="threads")
-    np.testing.assert_allclose(train_steps(stacked, x, x_of, use_flow), adam_steps(reference, x, x_of), rtol=1e-12)
-    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
+    stacked = make_stacked(*case, dtype=torch.float64, execution="threads")
+    want_losses, want_state, _ = reference_adam(case, torch.float64)
+    np.testing.assert_allclose(train_steps(stacked, x, x_of, use_flow), want_losses, rtol=1e-12)
+    assert_states_close(stacked.state_dict(), want_state, rel=F64_REL)
 
-    reference, stacked = make_pair(*case, execution="threads")
-    x, x_of = inputs(case[1])
-    np.testing.assert_allclose(train_steps(stacked, x, x_of, use_flow), adam_steps(reference, x, x_of), rtol=REL)
+    stacked = make_stacked(*case, execution="threads")
+    want_losses, _, _ = reference_adam(case, torch.float32)
+    np.testing.assert_allclose(train_steps(stacked, *inputs(case[1]), use_flow), want_losses, rtol=REL)
 
 
-def assert_forward_backward_equals_backward(reference, stacked, x, x_of, use_flow):
-    want_loss = training_loss(reference.train(), x, x_of)
-    want_loss.backward()
+def assert_forward_backward_equals_backward(case, stacked, x, x_of, use_flow):
+    want_loss, want, want_state = reference_backward(case)
     step = TrainStep(stacked.train(), learning_rate=1e-3, lambda_raw=1.0, lambda_of=1.0, use_flow=use_flow,
                      batch_size=len(x), device=x.device)
     got_loss = fused_forward_backward(stacked.train(), x.device)(x, x_of, step._loss_term)
     assert not got_loss.requires_grad
-    np.testing.assert_allclose(got_loss.item(), want_loss.item(), rtol=1e-12)
-    want = {k: p.grad for k, p in reference.named_parameters()}
+    np.testing.assert_allclose(got_loss.item(), want_loss, rtol=1e-12)
     got = stacked.map_to_reference({k: p.grad for k, p in stacked.named_parameters()})
     for key, w in want.items():
         assert (got[key] is None) == (w is None), key
         if w is not None and not feeds_batchnorm(key):
             assert_close(got[key], w, key, rel=F64_REL)
-    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)  # BatchNorm statistics
+    assert_states_close(stacked.state_dict(), want_state, rel=F64_REL)  # BatchNorm statistics
 
 
 def test_forward_backward_refuses_other_executions():
-    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="sequential")
-    _, unfused = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
+    sequential = make_stacked(SelfCompleteNetFull, 5, None, False, True, execution="sequential")
+    unfused = make_stacked(SelfCompleteNetFull, 5, None, False, True, execution="threads")
     unfused.execution = Threads(workers=3, fuse_backward=False)  # benchmarks/rows/cloze.py's threads_unfused
-    _, fused = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
+    fused = make_stacked(SelfCompleteNetFull, 5, None, False, True, execution="threads")
     x, x_of = inputs(5)
     for stacked in (sequential, unfused):
         assert fused_forward_backward(stacked.train(), x.device) is None  # TrainStep runs forward, then backward
@@ -256,10 +317,10 @@ def test_nchw_path_equals_separate_unets(cls, tot_of_num, padding):
     with torch.no_grad():
         assert_outputs_close(stacked.train()(x, x_of), reference.train()(x, x_of))
         assert_outputs_close(stacked.eval()(x, x_of), reference.eval()(x, x_of))
-    reference, stacked = make_pair(cls, tot_of_num, None, padding, True, channels_last=False, dtype=torch.float64)
-    x, x_of = inputs(tot_of_num, dtype=torch.float64)
-    np.testing.assert_allclose(adam_steps(stacked, x, x_of), adam_steps(reference, x, x_of), rtol=1e-12)
-    assert_states_close(stacked.state_dict(), reference.state_dict(), rel=F64_REL)
+    stacked = make_stacked(cls, tot_of_num, None, padding, True, channels_last=False, dtype=torch.float64)
+    want_losses, want_state, _ = reference_adam((cls, tot_of_num, None, padding, True), torch.float64)
+    np.testing.assert_allclose(adam_steps(stacked, *inputs(tot_of_num, dtype=torch.float64)), want_losses, rtol=1e-12)
+    assert_states_close(stacked.state_dict(), want_state, rel=F64_REL)
 
 
 @pytest.mark.parametrize("golden, cls, tot_of_num, raw_range", [
@@ -323,8 +384,9 @@ def test_same_seed_same_initial_weights_and_random_state(stacked_cls, cls, tot_o
     torch.manual_seed(7)
     stacked = stacked_cls(features_root=4, tot_of_num=tot_of_num, rawRange=3, padding=False)
     assert torch.equal(torch.get_rng_state(), after_reference)
-    assert_states_close(stacked.state_dict(), reference.state_dict())
-    assert all(torch.equal(stacked.state_dict()[k], v) for k, v in reference.state_dict().items())
+    got = stacked.state_dict()
+    assert_states_close(got, reference.state_dict())
+    assert all(torch.equal(got[k], v) for k, v in reference.state_dict().items())
 
 
 def test_cat_per_unet_concatenates_inside_each_block():
@@ -369,8 +431,8 @@ def test_worker_threads_leave_the_callers_thread_count():
 
 
 def test_threads_follow_the_callers_autocast_and_grad_mode():
-    reference, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
-    _, sequential = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="sequential")
+    threaded = make_stacked(SelfCompleteNetFull, 5, None, False, True, execution="threads")
+    sequential = make_stacked(SelfCompleteNetFull, 5, None, False, True, execution="sequential")
     x, x_of = inputs(5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, want = threaded.train()(x, x_of), sequential.train()(x, x_of)
@@ -428,14 +490,14 @@ def test_upsample_gradients_are_the_transposed_convolutions(channels_last):
 
 
 def test_an_error_on_a_worker_reaches_the_caller():
-    _, threaded = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="threads")
+    threaded = make_stacked(SelfCompleteNetFull, 5, None, False, True, execution="threads")
     with pytest.raises(RuntimeError):
         threaded.train()(torch.rand(2, 15, 12, 12), torch.rand(2, 10, 12, 12))  # 12 is not divisible by 8
 
 
 @pytest.mark.parametrize("threads, workers", [(1, 1), (2, 2), (3, 1), (4, 2), (8, 2), (10, 10), (20, 10)])
 def test_threads_default_worker_count_keeps_every_thread_busy(threads, workers):
-    _, stacked = make_pair(SelfCompleteNetFull, 5, None, False, True, execution="auto")  # 10 U-Nets
+    stacked = make_stacked(SelfCompleteNetFull, 5, None, False, True, execution="auto")  # 10 U-Nets
     torch.set_num_threads(threads)
     try:
         assert Threads().worker_count(stacked.stack.groups) == workers

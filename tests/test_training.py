@@ -42,6 +42,7 @@ def test_inputs_are_time_major_and_scaled(stores):
     np.testing.assert_array_equal(flow[2, 8:10].numpy(), store.flow[2, 4])
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(small_synthetic, stores):
     _, store = stores["train"]
     cloze = _small(small_synthetic, epochs=4)
@@ -52,6 +53,7 @@ def test_training_lowers_the_loss(small_synthetic, stores):
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
 
 
+@pytest.mark.slow
 def test_frame_scores_are_max_of_box_scores(small_synthetic, stores, tmp_path):
     cfg = small_synthetic
     cloze = _small(cfg, epochs=1)

@@ -395,6 +395,7 @@ def test_cli_wrong_checksum_exits_2_with_one_line(server, tmp_path, cli):
     assert list(tmp_path.iterdir()) == [] and len(server.requests) == 1
 
 
+@pytest.mark.slow
 def test_cli_dead_link_and_offline_exit_2_with_one_line(server, tmp_path, cli):
     # as a process: its exit status and everything it writes to stderr
     line = assert_one_line_error(run_process("fetch", "raft", "--dest", str(tmp_path), "--url", server.base + "/gone"))
