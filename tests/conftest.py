@@ -52,6 +52,12 @@ def write_config(directory: Path, **overrides) -> Path:
 _script_modules = {}
 
 
+def textured_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A smooth grey-green BGR texture (uint8) for test videos, drawn from `rng`."""
+    texture = cv2.GaussianBlur(rng.normal(130, 25, (height, width)), (0, 0), 2)
+    return np.clip(np.stack([texture, texture * 0.9 + 10, texture * 1.1 - 10], -1), 0, 255).astype(np.uint8)
+
+
 def write_video(path: Path, frames, fourcc: str = "MJPG", fps: float = 25.0) -> Path:
     """BGR frames of one size written with OpenCV's `fourcc` codec (its folder made)."""
     frames = iter(frames)

@@ -20,7 +20,7 @@ import pytest
 
 import test as test_script
 import train as train_script
-from tests.conftest import REPO, write_config, write_frame_folder, write_video
+from tests.conftest import REPO, textured_background, write_config, write_frame_folder, write_video
 from utils.own_video.source import clean_name, folder_key
 
 HEIGHT, WIDTH = 72, 96
@@ -30,8 +30,7 @@ def tiny_frames(n, seed=0, anomaly=True):
     """A textured background, a dark box walking right; with `anomaly`, a bright box racing across
     during frames n//2 … n//2+5."""
     rng = np.random.default_rng(seed)
-    texture = cv2.GaussianBlur(rng.normal(130, 25, (HEIGHT, WIDTH)), (0, 0), 2)
-    background = np.clip(np.stack([texture, texture * 0.9 + 10, texture * 1.1 - 10], -1), 0, 255).astype(np.uint8)
+    background = textured_background(rng, HEIGHT, WIDTH)
     for i in range(n):
         frame = background.copy()
         x = 4 + (i * 3) % (WIDTH - 24)

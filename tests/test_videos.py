@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, write_config, write_frame_folder, write_video
+from tests.conftest import REPO, textured_background, write_config, write_frame_folder, write_video
 from utils.datasets import generate_synthetic
 from utils.own_video.source import folder_key
 HEIGHT, WIDTH = 160, 240
@@ -31,8 +31,7 @@ def make_frames(n, seed=0, anomaly=True):
     """Moving shapes on a textured background; with `anomaly`, a fast bright box crosses the
     top of the frame during frames n//2 … n//2+14."""
     rng = np.random.default_rng(seed)
-    texture = cv2.GaussianBlur(rng.normal(130, 25, (HEIGHT, WIDTH)), (0, 0), 2)
-    background = np.clip(np.stack([texture, texture * 0.9 + 10, texture * 1.1 - 10], -1), 0, 255).astype(np.uint8)
+    background = textured_background(rng, HEIGHT, WIDTH)
     for i in range(n):
         frame = background.copy()
         x = 10 + (i * 3) % (WIDTH - 40)
