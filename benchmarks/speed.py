@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for row in args.rows:
         results += ROWS[row](args, device)
+        if on_gpu:  # the row's tensors are freed: hand their cached blocks back
+            torch.cuda.empty_cache()
     print_table(results)
     return 0
 

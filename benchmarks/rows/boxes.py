@@ -83,9 +83,6 @@ def row_cascade_rcnn(args: argparse.Namespace, device: torch.device) -> list[Res
         steps[name] = lambda detector=detector: detector(frames)
     steps["heads_per_frame"] = heads_per_frame
     results = interleaved("cascade_rcnn", "frames/s", steps, args.det_batch, device, args.warmup, args.repeats)
-    del steps
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return results
 
 
@@ -114,8 +111,6 @@ def row_boxes(args: argparse.Namespace, device: torch.device) -> list[Result]:
         results += interleaved("boxes", f"detector frames/s {height}x{width}",
                                {f"cascade_rcnn {scaled_w}x{scaled_h}": lambda batch=batch: detector(batch)},
                                args.det_batch, device, args.warmup, args.repeats)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return results
 
 

@@ -56,8 +56,6 @@ def row_flownet2(args: argparse.Namespace, device: torch.device) -> list[Result]
     pairs, corr = results[0].median, results[-1].median
     print(f"  fp32: {1 / pairs:.3f} s per pair, of which the correlation layer {1000 / corr:.1f} ms "
           f"({100 * pairs / corr:.0f} %)")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return results
 
 
@@ -77,8 +75,6 @@ def row_flow_backends(args: argparse.Namespace, device: torch.device) -> list[Re
                  for backend, estimator in backends.items()}
         results += interleaved("flow_backends", f"frames/s {height}x{width}", steps, args.flow_batch, device,
                                args.warmup, args.repeats)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return results
 
 
