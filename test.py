@@ -1,5 +1,6 @@
 """Score the test split of the configured dataset with the trained model and report frame-level AUROC."""
 import sys
+from pathlib import Path
 
 from utils.cli import run_script
 from utils.errors import VECError
@@ -11,10 +12,9 @@ def run(cfg, args):
                                       ("--calibrate", args.calibrate)) if given]
     if len(modes) > 1:
         raise VECError(f"{' and '.join(modes)} cannot be combined; run one at a time")
-    if not modes and (args.model is not None or args.labels is not None or args.fps is not None
-                      or args.accept_short_video):
-        raise VECError("--model, --labels, --fps and --accept-short-video go with --video PATH (--model also with "
-                       "--live SOURCE, --model and --fps with --calibrate VIDEO)")
+    if not modes and (args.labels is not None or args.fps is not None or args.accept_short_video):
+        raise VECError("--labels, --fps and --accept-short-video go with --video PATH (--fps also with "
+                       "--calibrate VIDEO)")
     for flag, value, goes_with in (("--labels", args.labels, "--video"),
                                    ("--accept-short-video", args.accept_short_video or None, "--video"), ("--fps", args.fps, "--video --calibrate"),
                                    ("--threshold", args.threshold, "--live"), ("--retries", args.retries, "--live"),
@@ -26,14 +26,34 @@ def run(cfg, args):
         return run_videos(cfg, args)
     if modes:
         return run_live(cfg, args)
-    report = run_testing(cfg)
+    released = None
+    if args.model is not None:
+        cfg, released = config_for_model(cfg, args)
+    report = run_testing(cfg, None if args.model is None else Path(args.model), released)
     print(f"results in {report['results_dir']}: metrics.json, per_video.csv, frame_scores.npy, plots")
     print(f"report: {report['results_dir']}/report.html")
     extra = "".join(f", {name} {report[key]:.4f}" for key, name in (("pixel_auroc", "pixel AUROC"), ("rbdc", "RBDC"),
                                                                     ("tbdc", "TBDC")) if report.get(key) is not None)
     print(f"{report['n_frames']} test frames, {report['n_cubes']} cubes; macro AUROC {report['auroc_macro']:.4f}, "
           f"AP {report['average_precision']:.4f}, EER {report['eer']:.4f}{extra}")
-    print(f"frame-level AUROC (micro) on {report['dataset']}: {report['auroc_micro']:.4f}")
+    compared = (f" (released model {released.name}: {released.released_auroc:.3f} as released, "
+                f"{released.paper_auroc:.3f} in the paper)" if released is not None else "")
+    print(f"frame-level AUROC (micro) on {report['dataset']}: {report['auroc_micro']:.4f}{compared}")
+
+
+def config_for_model(cfg, args):
+    """The config for `--model DIR` on the test split: a released set brings its dataset and
+    context_of_num (its files checked first); any other folder is scored with the config as it is."""
+    from utils.config import load_config
+    from utils.released import check_released_folder, released_overrides, released_set_in
+
+    released = released_set_in(Path(args.model))
+    if released is None:
+        return cfg, None
+    check_released_folder(Path(args.model), released)
+    print(f"released model {released.name}: {released.dataset}, {released.variant} "
+          f"(context_of_num = {released.context_of_num}), files verified")
+    return load_config(args.config, [*args.overrides, *released_overrides(released)]), released
 
 
 def run_videos(cfg, args):
@@ -95,8 +115,10 @@ def add_arguments(parser):
     parser.add_argument("--retries", type=int, metavar="N",
                         help="with --live: reopen a camera or stream that stops up to N times (default 5)")
     parser.add_argument("--model", metavar="DIR",
-                        help="with --video, --live or --calibrate: the folder holding the trained model files of "
-                             "another run (e.g. data/video_sets/<set>/raw2flow); default: the configured dataset's model")
+                        help="the folder holding the trained model files of another run (e.g. "
+                             "data/video_sets/<set>/raw2flow), or a released model set (data/released/<set name>, "
+                             "which brings its dataset and context_of_num); alone: scores the test split; default: "
+                             "the configured dataset's model")
     parser.add_argument("--labels", nargs="+", metavar="FILE",
                         help="with --video: one 0/1 per frame (.txt or .npy), one file per video in the same "
                              "order; prints the frame-level AUROC")

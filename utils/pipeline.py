@@ -48,7 +48,9 @@ from utils.metrics.region_level import detections_from_boxes
 from utils.report import plot_frame_and_heat_map, plot_results, plot_video_scores, write_report
 from utils.run_lock import exclusive
 from utils.scoring import frame_scores, score_cubes
-from utils.training import load_trained, save_trained, train_blocks
+from utils.released import ReleasedSet
+from utils.released import describe as describe_released
+from utils.training import TrainedBlocks, check_trained_fits, find_model, load_trained, save_trained, train_blocks
 
 
 def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:
@@ -83,7 +85,9 @@ def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
     for i in (0, len(split) - 1):
         if not flow_file_path(cfg.flow_dir, split, i).is_file():
             raise VECError(f"optical flow of the {split.split} split of {cfg.dataset_name} is missing "
-                           f"({flow_file_path(cfg.flow_dir, split, i)}); run `python calc_img_inputs.py` first")
+                           f"({flow_file_path(cfg.flow_dir, split, i)}); run `python calc_img_inputs.py --split "
+                           f"{split.split} --set shared_parameters.dataset_name={cfg.dataset_name}` first "
+                           "(it computes that split only)")
 
 
 def precision_settings(cfg: RunConfig, *keys: str) -> dict:
@@ -204,9 +208,12 @@ def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
 
 
 @exclusive  # one run at a time per work folder (utils/run_lock.py)
-def run_testing(cfg: RunConfig) -> dict:
+def run_testing(cfg: RunConfig, model_dir: Path | None = None, released: ReleasedSet | None = None) -> dict:
     """boxes → cubes → cube scores → frame scores → metrics, written to results/<dataset>/.
 
+    `model_dir`: score the model in that folder instead of the configured dataset's (`test.py
+    --model DIR`); results then go to results/<dataset>-<folder name>/, or results/<set name>/ for
+    a released set (`released`: utils/released.py), whose description goes into the metrics.
     The results folder is replaced only when everything in it was written.
     """
     device = resolve_device(cfg.device)
@@ -220,8 +227,7 @@ def run_testing(cfg: RunConfig) -> dict:
         kind = "anomalous" if split.labels[0] else "normal"
         raise VECError(f"every test frame of {cfg.dataset_name} is {kind}: AUROC needs both classes; "
                        f"check the ground truth in {cfg.dataset_dir}")
-    trained = load_trained(cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode, cfg.method,
-                           scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
+    trained = trained_model_to_test(cfg, model_dir)
     require_flow(cfg, split)
     store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
     if len(store) == 0:
@@ -241,10 +247,33 @@ def run_testing(cfg: RunConfig) -> dict:
                    "boxes": box_settings(cfg), "model": model_settings(cfg), "cloze": asdict(cfg.cloze),
                    "reproducibility": reproducibility_record(device)})
     out = cfg.results_dir / cfg.dataset_name
+    if model_dir is not None:
+        report["model_dir"] = str(model_dir)
+        out = cfg.results_dir / (released.name if released is not None else f"{cfg.dataset_name}-{Path(model_dir).name}")
+    if released is not None:
+        report["released_model"] = describe_released(released)
     with atomic_dir(out) as staging:
         write_results(staging, cfg, split, store, cube_scores, scores, report)
     report["results_dir"] = str(out)
     return distributed.broadcast_object(report)
+
+
+def trained_model_to_test(cfg: RunConfig, model_dir: Path | None) -> TrainedBlocks:
+    """The configured dataset's trained model, or the one in `model_dir`, checked against the
+    settings it was trained with (its manifest, where it has one) and the configured network."""
+    mode, method = cfg.foreground_extraction_mode, cfg.method
+    if model_dir is None:
+        return load_trained(cfg.work_dir, cfg.dataset_name, mode, method, scene_level=cfg.dataset.scene_level,
+                            settings=model_settings(cfg))
+    folder, name = find_model(model_dir, cfg.dataset_name, mode, method, cfg.modality)
+    if name != cfg.dataset_name:
+        raise VECError(f"--model {folder} holds a model of {name}, not of the configured {cfg.dataset_name}; "
+                       f"add --set shared_parameters.dataset_name={name}")
+    trained = load_trained(folder, name, mode, method, scene_level=cfg.dataset.scene_level,
+                           settings=model_settings(cfg))
+    check_trained_fits(trained, cfg.dataset.h_block, cfg.dataset.w_block, cfg.cloze,
+                       f"{folder}/{name}_model_{mode}_{method}.npy", cfg.dataset_name)
+    return trained
 
 
 def evaluate(cfg: RunConfig, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray,
@@ -283,7 +312,9 @@ def write_results(out: Path, cfg: RunConfig, split: VideoSplit, store: CubeStore
         writer = csv.DictWriter(f, fieldnames=["video", "frames", "anomalous_frames", "auroc", "ap"])
         writer.writeheader()
         writer.writerows(per_video)
-    title = f"VEC on {cfg.dataset_name}: micro AUROC {report['auroc_micro']:.3f}"
+    released = report.get("released_model")
+    by = f" with the released model {released['name']}" if released else ""
+    title = f"VEC on {cfg.dataset_name}{by}: micro AUROC {report['auroc_micro']:.3f}"
     plot_results(out, split, store, cube_scores, scores, report["auroc_micro"], title)
 
     figures = make_dirs(out / "report_files")
@@ -300,6 +331,11 @@ def write_results(out: Path, cfg: RunConfig, split: VideoSplit, store: CubeStore
                                 f"{name}, frame {top - members[0] + 1}: score {scores[top]:.2f}")
         video_images.append((name, f"report_files/{name}_scores.png", f"report_files/{name}_top.png"))
     notes = [] if report["rbdc"] is not None else ["RBDC / TBDC: " + report["region_ground_truth"]]
+    if released:
+        notes.insert(0, f"scored with the reference authors' released model {released['name']} "
+                        f"({released['variant']}, context_of_num = {released['context_of_num']}; {released['source']}): "
+                        f"micro AUROC {report['auroc_micro']:.4f} here, {released['released_auroc']:.3f} as released, "
+                        f"{released['paper_auroc']:.3f} in the paper")
     if report["pixel_auroc"] is None:
         notes.append("pixel AUROC: this dataset has no pixel masks")
     write_report(out / "report.html", title=title, metrics=report, protocol=PROTOCOL, per_video=per_video,

@@ -220,6 +220,33 @@ def _check_manifest(manifest: Path, paths: tuple[Path, ...], settings: dict | No
                        "rerun `python train.py` or set them back")
 
 
+def find_model(model_dir: Path, preferred: str, mode: str, method: str, modality: str) -> tuple[Path, str]:
+    """(folder, dataset name) of the trained model in `model_dir` (or in `model_dir/<modality>`).
+
+    Model files are `<dataset>_model_<mode>_<method>.npy`; the configured dataset's is taken
+    when there, else the folder's only one.
+    """
+    model_dir = Path(model_dir).expanduser()
+    if not model_dir.is_dir():
+        raise VECError(f"--model {model_dir} is not a folder; pass the folder holding a run's trained model files "
+                       "(such as data/raw2flow or data/video_sets/<set>/raw2flow)")
+    suffix = f"_model_{mode}_{method}.npy"
+    names, folder = [], model_dir
+    for folder in (model_dir, model_dir / modality):
+        names = sorted(p.name[:-len(suffix)] for p in folder.glob("*" + suffix)) if folder.is_dir() else []
+        if names:
+            break
+    if not names:
+        raise VECError(f"--model {model_dir} holds no trained model (*{suffix}); train one with `python train.py` "
+                       "or `python train.py --videos DIR`")
+    if preferred in names:
+        return folder, preferred
+    if len(names) > 1:
+        raise VECError(f"--model {folder} holds the models of several datasets ({', '.join(names)}) and none is "
+                       f"the configured {preferred}; pass a folder holding one of them")
+    return folder, names[0]
+
+
 def load_trained(work_dir: Path, dataset_name: str, mode: str, method: str, scene_level: bool,
                  settings: dict | None = None) -> TrainedBlocks:
     """Load models and training scores saved here or by the reference code.
@@ -245,3 +272,23 @@ def load_trained(work_dir: Path, dataset_name: str, mode: str, method: str, scen
                  if not isinstance(c, list) else np.zeros(0) for c in row] for row in nested]
 
     return TrainedBlocks(states, as_arrays(raw), as_arrays(of))
+
+
+def check_trained_fits(trained: TrainedBlocks, h_block: int, w_block: int, cloze: ClozeConfig, where: str,
+                       section: str) -> None:
+    """One line when the model in `where` was not trained with the blocks and cloze settings of
+    [`section`]: its states load into the configured network, block by block."""
+    if len(trained.states) != h_block or any(len(row) != w_block for row in trained.states):
+        raise VECError(f"{where} has {len(trained.states)}x{len(trained.states[0])} blocks but [{section}] "
+                       f"sets h_block = {h_block}, w_block = {w_block}; score with the config it was trained with")
+    states = [s for row in trained.states for s in row if s is not None]
+    if not states:
+        raise VECError(f"{where} holds no trained network (every block had too few training cubes)")
+    network = make_network(cloze)
+    for state in states:
+        try:
+            network.load_state_dict(state)
+        except RuntimeError:
+            raise VECError(f"{where} does not fit the cloze settings of [{section}] (nf = {cloze.nf}, "
+                           f"context_of_num = {cloze.context_of_num}, use_flow = {cloze.use_flow}); "
+                           "score with the config it was trained with") from None

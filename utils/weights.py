@@ -214,21 +214,30 @@ def _source(spec: WeightSpec, url: str | None, mirror: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from utils.released import RELEASED, fetch_released, released_status
+
     parser = argparse.ArgumentParser(prog="python -m utils.weights", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    names = [*WEIGHTS, "all"]
-    listing = commands.add_parser("list", help="each weight file: destination, source, present and verified")
-    getting = commands.add_parser("fetch", help="download weight files (default: all)")
-    getting.add_argument("name", nargs="?", default="all", choices=names)
-    getting.add_argument("--url", help="full address to download the one named file from")
+    names = [*WEIGHTS, *RELEASED, "all"]
+    listing = commands.add_parser("list", help="each weight file and released set: destination, source, present "
+                                               "and verified")
+    getting = commands.add_parser("fetch", help="download weight files and released sets (default: all)")
+    getting.add_argument("name", nargs="*", default=["all"], choices=names, metavar="NAME",
+                         help=f"one or more of: {', '.join(names)}")
+    getting.add_argument("--url", help="full address to download the one named weights file from")
     getting.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds without data before giving up")
     getting.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on terminals only)")
     for sub in (listing, getting):
         sub.add_argument("--dest", type=Path, metavar="DIR",
-                         help="put the files in DIR instead of their folders in the repository")
+                         help="put the files in DIR instead of their folders in the repository "
+                              "(a released set in DIR/<name>/)")
         sub.add_argument("--mirror", metavar="URL", default=os.environ.get(MIRROR_ENV) or None,
-                         help=f"download URL/<file name> instead of the original address (default: ${MIRROR_ENV})")
+                         help=f"download URL/<file name> instead of the original address, and a released set's "
+                              f"files from URL/<commit>/<path in the reference repository> (default: ${MIRROR_ENV})")
     args = parser.parse_args(argv)
+
+    def released_folder(released) -> Path:
+        return released.default_dir(REPO_ROOT) if args.dest is None else args.dest / released.name
 
     if args.command == "list":
         for spec in WEIGHTS.values():
@@ -236,27 +245,42 @@ def main(argv: list[str] | None = None) -> int:
             by_hand = f"\n  by hand: {spec.page}" if spec.page else ""
             print(f"{spec.name}: {folder / spec.filename}\n  source: {_source(spec, None, args.mirror)}{by_hand}"
                   f"\n  status: {status(spec, args.dest)}")
+        for released in RELEASED.values():
+            what = (f"the authors' trained model ({released.variant}, AUROC {released.released_auroc:.3f})"
+                    if released.kind == "model" else "the authors' box files (Cascade R-CNN + motion)")
+            print(f"{released.name}: {released_folder(released)}/ — {released.dataset}, {what}"
+                  f"\n  source: {released.url(released.files[0], args.mirror).rsplit('/', 1)[0]}/"
+                  f"\n  status: {_released_status(released, args.dest, released_status)}")
         return 0
 
-    chosen = list(WEIGHTS.values()) if args.name == "all" else [WEIGHTS[args.name]]
-    if args.url and len(chosen) != 1:
+    chosen = [*WEIGHTS, *RELEASED] if "all" in args.name else list(dict.fromkeys(args.name))
+    if args.url and (len(chosen) != 1 or chosen[0] not in WEIGHTS):
         print("error: --url gives the address of one file: name the weights to fetch "
               f"({', '.join(WEIGHTS)})", file=sys.stderr)
         return 2
     failed = False
-    for spec in chosen:
+    for name in chosen:
         try:
-            fetch(spec, args.dest, url=_source(spec, args.url, args.mirror), progress=not args.no_progress,
-                  timeout=args.timeout)
+            if name in WEIGHTS:
+                spec = WEIGHTS[name]
+                fetch(spec, args.dest, url=_source(spec, args.url, args.mirror), progress=not args.no_progress,
+                      timeout=args.timeout)
+            else:
+                released = RELEASED[name]
+                fetch_released(released, REPO_ROOT, mirror=args.mirror, progress=not args.no_progress,
+                               timeout=args.timeout, folder=None if args.dest is None else released_folder(released))
         except VECError as err:
             print(f"error: {one_line(err)}", file=sys.stderr)
             failed = True
         except KeyboardInterrupt:
-            folder = args.dest if args.dest is not None else spec.default_dir()
-            print(f"interrupted: the partial download of {folder / spec.filename} is kept, rerun to resume",
-                  file=sys.stderr)
+            print(f"interrupted while fetching {name}: partial downloads are kept, rerun to resume", file=sys.stderr)
             return 130
     return 2 if failed else 0
+
+
+def _released_status(released, dest: Path | None, released_status) -> str:
+    folder = None if dest is None else dest / released.name
+    return released_status(released, REPO_ROOT, folder=folder)
 
 
 if __name__ == "__main__":

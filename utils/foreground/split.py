@@ -14,6 +14,7 @@ from utils.foreground.box_files import box_file_path, load_box_file, read_box_se
 from utils.foreground.detectors import Detector
 from utils.foreground.frame import MODES_WITH_DETECTOR, frame_boxes
 from utils.prefetch import read_ahead
+from utils.released import released_file_of
 
 
 def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detector: Detector | None, *,
@@ -54,6 +55,16 @@ def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detecto
     return boxes
 
 
+def _made_elsewhere(path) -> str:
+    """Where a box file without settings comes from: the reference authors' release (by its bytes), or unknown."""
+    released = released_file_of(path, kind="boxes")
+    if released is None:
+        return "made elsewhere: its settings are not known"
+    released_set, file = released
+    return (f"the box file the reference's authors released, {released_set.name}: Cascade R-CNN + motion, "
+            f"git blob SHA-1 {file.blob_sha1[:12]}… verified; no detector is run")
+
+
 def split_boxes(split: VideoSplit, mode: str, params: BoxParams, *, reuse_saved: bool,
                 detector_factory: Callable[[], Detector | None], batch_size: int = 4, progress: bool = True,
                 settings: dict | None = None, frames: Sequence[int] | None = None,
@@ -79,7 +90,7 @@ def split_boxes(split: VideoSplit, mode: str, params: BoxParams, *, reuse_saved:
         if changed:
             raise VECError(f"box file {path} was made with other settings ({'; '.join(changed)}); delete it or set "
                            f"{split.split}_bbox_saved = False to recompute the boxes")
-        print(f"boxes: reusing {path}" + ("" if made_with else " (made elsewhere: its settings are not known)"))
+        print(f"boxes: reusing {path}" + ("" if made_with else f" ({_made_elsewhere(path)})"))
         return load_box_file(path, len(split))
     detector = detector_factory() if mode in MODES_WITH_DETECTOR else None
     boxes = compute_split_boxes(split, mode, params, detector, batch_size=batch_size, progress=progress, frames=frames)
