@@ -34,8 +34,9 @@ def feats(cascade_golden_feats):
 
 @pytest.fixture(scope="module")
 def zoo_checkpoint(tmp_path_factory, model):
-    """The det_fill weights saved as the model zoo's checkpoint file (its name and its meta), written once."""
-    path = tmp_path_factory.mktemp("zoo") / "cascade_rcnn_r101_fpn_1x_coco_20200317-0b6a2fbf.pth"
+    """The det_fill weights saved as the model zoo's checkpoint file (its meta), written once. Not under the
+    zoo's file name: a file of that name is checked against the zoo's SHA-256 before use."""
+    path = tmp_path_factory.mktemp("zoo") / "cascade_rcnn_stand_in.pth"
     torch.save({"state_dict": model.state_dict(),
                 "meta": {"mmdet_version": "2.0.0", "epoch": 12, "CLASSES": ["person", "bicycle"]}}, path)
     return path

@@ -29,7 +29,7 @@ def run_script(description: str, run: Callable[[RunConfig, argparse.Namespace], 
     parser.add_argument("--config", default="config.cfg", help="INI file with the settings (default: config.cfg)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one setting of the config file, e.g. --set SelfComplete.epochs=2 "
-                             "(repeatable; a dataset section overrides [SelfComplete] for that dataset)")
+                             "(repeatable; wins over the file, also over the dataset section's own value)")
     if add_arguments is not None:
         add_arguments(parser)
     previous_show_warning, warnings.showwarning = warnings.showwarning, _show_warning

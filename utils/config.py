@@ -15,7 +15,8 @@ dataset section may also set any `[SelfComplete]` key, which then holds for that
 dataset only. Unknown sections and keys are errors naming the closest known key,
 so a typo never falls back to a default silently. Relative paths are resolved
 against the folder holding the config file. `--set SECTION.KEY=VALUE` on every script
-overrides the file.
+overrides the file, and is never overridden by it: of the sections a key is read from
+(the dataset's, then [SelfComplete]), one set by --set comes first (`_Reader.source_section`).
 """
 from __future__ import annotations
 
@@ -385,7 +386,7 @@ def _convert(setting: _Setting, kind, metadata: dict, resolve) -> object:
 class _Reader:
     """Every setting converted where it is written (a [SelfComplete] value a dataset section overrides,
     a dataset section that is not the chosen one), so a bad value anywhere is an error; `read` then
-    takes each field from the first section that sets it."""
+    takes each field from the section `source_section` names."""
 
     def __init__(self, settings: dict[str, dict[str, _Setting]], path: Path) -> None:
         self.settings, self.path = settings, path
@@ -408,8 +409,16 @@ class _Reader:
         path = path.expanduser()
         return path if path.is_absolute() else self.path.resolve().parent / path
 
+    def source_section(self, key: str, sections: list[str]) -> str | None:
+        """The section `key` (a field name) is taken from: the first of `sections` where --set gives it,
+        else the first where the file sets it, else None. So `--set SelfComplete.epochs=2` holds for a
+        dataset whose section sets epochs in the file, and `--set <dataset>.epochs=3` wins over both."""
+        setting = [s for s in sections if key in self.values.get(s, {})]
+        on_command_line = [s for s in setting if self.settings[s][key].source.startswith("--set ")]
+        return (on_command_line or setting or [None])[0]
+
     def read(self, cls, sections: list[str], **given):
-        """An instance of dataclass `cls`; each field from the first of `sections` that sets it, else its default."""
+        """An instance of dataclass `cls`; each field from `source_section`, else its default."""
         hints = typing.get_type_hints(cls)
         values = dict(given)
         for f in fields(cls):
@@ -418,7 +427,7 @@ class _Reader:
             if f.metadata.get("flattened"):
                 values[f.name] = self.read(hints[f.name], sections)
                 continue
-            section = next((s for s in sections if f.name in self.values.get(s, {})), None)
+            section = self.source_section(f.name, sections)
             if section is not None:
                 values[f.name] = self.values[section][f.name]
             elif isinstance(f.default, Path):
@@ -434,7 +443,7 @@ def _check_precisions(reader: _Reader, section: str, dataset: DatasetConfig, clo
                                   ("detector_precision", "detector", "cascade_rcnn")):
         check_precision_applies(getattr(dataset, key), reader.origin(section, key), chooser,
                                 getattr(dataset, chooser), network)
-    cloze_section = section if reader.lookup(section, "precision") is not None else CLOZE
+    cloze_section = reader.source_section("precision", [section, CLOZE]) or CLOZE
     for where, key, value in ((section, "flow_precision", dataset.flow_precision),
                               (section, "detector_precision", dataset.detector_precision),
                               (cloze_section, "precision", cloze.precision)):

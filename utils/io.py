@@ -274,6 +274,42 @@ def _numpy_globals() -> list:
             (scalar, "numpy.core.multiarray.scalar"), np.ndarray, np.dtype, *dtype_classes]
 
 
+_HEAD_BYTES = 512
+
+
+def not_a_torch_file(path: Path) -> str | None:
+    """What `path` is when its first bytes show it cannot be a torch.save file: "an HTML page",
+    "a text file (...)", "empty (0 bytes)" or "a file of another kind (...)"; None when it may be one.
+
+    torch.save writes a zip archive (since torch 1.6) or a pickle of protocol 2 or later; torch
+    before 1.0 wrote a tar archive. An HTML page is what a refused download saves (Google Drive's
+    quota page), and of it torch itself would only say "Unsupported operand 60" ('<')."""
+    with open(path, "rb") as handle:
+        head = handle.read(_HEAD_BYTES)
+    if not head:
+        return "empty (0 bytes)"
+    if head.startswith(b"PK") or (head[0] == 0x80 and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) \
+            or head[257:262] == b"ustar":
+        return None
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<") and any(tag in text for tag in (b"<html", b"<!doctype html", b"<head", b"<body")):
+        return "an HTML page"
+    try:
+        decoded = head.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as err:  # a character the read cut in two at its end is still text
+        cut = len(head) == _HEAD_BYTES and err.start >= len(head) - 3
+        decoded = head[:err.start].decode("utf-8").lstrip("\ufeff") if cut else None
+    if decoded is not None and decoded.strip() and all(c.isprintable() or c in "\t\r\n" for c in decoded):
+        first = one_line_text(decoded.strip().splitlines()[0], 40)
+        return f"a text file (it starts with {first!r})"
+    return f"a file of another kind (it starts with the bytes {head[:8].hex(' ')})"
+
+
+def one_line_text(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def load_torch_file(path: Path, device: str = "cpu"):
     """`torch.load` with weights_only=True, numpy arrays allowed (the reference saved some).
 
@@ -284,6 +320,9 @@ def load_torch_file(path: Path, device: str = "cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)
+    what = not_a_torch_file(path)
+    if what is not None:
+        raise VECError(f"{path} is {what}, not a torch file; delete it and rerun the step that makes it")
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location=device, weights_only=True)

@@ -20,6 +20,7 @@ instead of the original address; `--url URL` gives the full address of one file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Callable
 
 from utils.download import TIMEOUT_S, download, one_line, partial_bytes
 from utils.errors import VECError
-from utils.io import load_state_dict_file, sha256_file
+from utils.io import load_state_dict_file, not_a_torch_file, sha256_file, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_ENV = "VEC_WEIGHTS_MIRROR"
@@ -201,6 +202,70 @@ def status(spec: WeightSpec, dest_dir: str | Path | None = None) -> str:
         return f"present, verified ({verify(spec, destination)})"
     except VECError as err:
         return f"present, FAILS verification ({one_line(err)})"
+
+
+# ----------------------------------------------------------------------------- before use
+
+def _verified_stamp(path: Path) -> Path:
+    """Where a weights file's verification is remembered: `.<file name>.verified` beside it."""
+    return path.with_name(f".{path.name}.verified")
+
+
+def _remembered_as_verified(path: Path, prefix: str) -> bool:
+    """True when the stamp beside `path` records its SHA-256 (starting with `prefix`) for the file's
+    present size and modification time: the same file, hashed before."""
+    try:
+        stamp = json.loads(_verified_stamp(path).read_text())
+        now = path.stat()
+        return (stamp["file"] == path.name and stamp["size"] == now.st_size and stamp["mtime_ns"] == now.st_mtime_ns
+                and str(stamp["sha256"]).startswith(prefix))
+    except (OSError, ValueError, KeyError, TypeError):  # no stamp, or one that cannot be read: hash again
+        return False
+
+
+def _fetch_into(name: str, folder: Path) -> str:
+    """fetch_hint, with `--dest` when the file lives outside its default folder."""
+    if folder.resolve() == WEIGHTS[name].default_dir().resolve():
+        return fetch_hint(name)
+    return f"run `python -m utils.weights fetch {name} --dest {folder}`"
+
+
+def check_before_use(name: str, path: str | Path) -> None:
+    """Refuse, in one line, a `name` weights file that is not what a loader expects; call it before loading.
+
+    A file that is not a torch file at all (the HTML page a refused download saves, a text
+    file, an empty file) is named as such. A file under the official name of weights with a
+    published checksum (cascade_rcnn, raft) is checked against it: once, the result being
+    remembered beside the file (`_verified_stamp`) for its size and modification time, so later
+    runs do not hash it again. A file of another name is the user's own and is not checksummed;
+    a missing file is left to the loader's own "not found" line.
+    """
+    spec, path = WEIGHTS[name], Path(path)
+    if not path.is_file():
+        return
+    official = path.name == spec.filename
+    again = f"delete it and {_fetch_into(name, path.parent)}" if official else "download it again"
+    prefix = spec.sha256_prefix if official else None
+    actual = None
+    if prefix is not None:
+        if _remembered_as_verified(path, prefix):
+            return
+        before = path.stat()  # taken before hashing: a file changed meanwhile no longer matches the stamp
+        actual = sha256_file(path)
+        if actual.startswith(prefix):
+            try:
+                write_json(_verified_stamp(path), {"file": path.name, "size": before.st_size,
+                                                   "mtime_ns": before.st_mtime_ns, "sha256": actual})
+            except (VECError, OSError):  # a read-only folder: the file is hashed again next time, nothing lost
+                pass
+            return
+    what = not_a_torch_file(path)  # what the file is says more than a checksum that does not match
+    if what is not None:
+        saved_by = " (what a refused download saves)" if what == "an HTML page" else ""
+        raise VECError(f"{path} is {what}{saved_by}, not the {name} weights; {again}")
+    if actual is not None:
+        raise VECError(f"{path} is not the official {name} weights: its SHA-256 starts with {actual[:len(prefix)]}, "
+                       f"expected {prefix}; {again}")
 
 
 # ----------------------------------------------------------------------------- command line

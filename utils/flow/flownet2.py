@@ -11,7 +11,7 @@ from utils.errors import VECError
 from utils.flow.base import FlowBackend
 from utils.io import load_state_dict_file
 from utils.precision import autocast, check_precision
-from utils.weights import WEIGHTS, missing_hint
+from utils.weights import WEIGHTS, check_before_use, missing_hint
 
 CHECKPOINT_URL = WEIGHTS["flownet2"].page
 DEFAULT_CHECKPOINT = WEIGHTS["flownet2"].default_path
@@ -24,6 +24,7 @@ def load_flownet2(checkpoint_path: str | Path | None = None, device: str | torch
     (strict), and nothing but tensors and plain values is unpickled (weights_only=True).
     """
     path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_CHECKPOINT
+    check_before_use("flownet2", path)
     state = load_state_dict_file(path, f"{missing_hint('flownet2')}, or set flow_method = dis (no weights needed)")
     if state is None:
         raise VECError(f"{path} is not a FlowNet2 checkpoint (expected a dict with a 'state_dict')")

@@ -13,7 +13,7 @@ from torchvision.models.optical_flow import raft_large
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
 from utils.io import load_torch_file
-from utils.weights import WEIGHTS, missing_hint
+from utils.weights import WEIGHTS, check_before_use, missing_hint
 
 WEIGHTS_URL = WEIGHTS["raft"].url
 
@@ -28,6 +28,7 @@ class RaftFlow(FlowBackend):
         if not path.is_file():
             raise VECError(f"RAFT weights {path} not found: {missing_hint('raft')}, "
                            "or set flow_method = dis (no weights needed)")
+        check_before_use("raft", path)
         model = raft_large(weights=None, progress=False)
         try:
             model.load_state_dict(load_torch_file(path))

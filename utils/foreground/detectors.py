@@ -15,7 +15,7 @@ from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
 from utils.errors import VECError
 from utils.io import load_state_dict_file
 from utils.precision import autocast, check_precision, check_precision_applies
-from utils.weights import WEIGHTS, missing_hint
+from utils.weights import WEIGHTS, check_before_use, missing_hint
 
 Detector = Callable[[Sequence[np.ndarray]], list]
 
@@ -26,6 +26,7 @@ CHECKPOINT_URL = WEIGHTS["cascade_rcnn"].url
 def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> CascadeRCNN:
     """The model-zoo checkpoint (dict with `state_dict` and `meta`), loaded safely and strictly, eval mode."""
     path = Path(checkpoint_path)
+    check_before_use("cascade_rcnn", path)
     state = load_state_dict_file(path, f"{missing_hint('cascade_rcnn')}, or use the reference's box files, "
                                  "or set detector = none in config.cfg")
     model = CascadeRCNN()
