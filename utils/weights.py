@@ -1,7 +1,10 @@
 """The pretrained weight files: one table, and `python -m utils.weights` to download them.
 
     python -m utils.weights list
-    python -m utils.weights fetch [flownet2|cascade_rcnn|raft|all] [--dest DIR] [--url URL | --mirror URL]
+    python -m utils.weights fetch [NAME ...|all] [--dest DIR] [--url URL | --mirror URL]
+
+NAME: flownet2, cascade_rcnn, raft, or one of the reference authors' released sets
+(utils/released.py: vec_<dataset>_<variant> models, boxes_<dataset> box files).
 
 `WEIGHTS` is the one table of weight files: every default path (utils/config.py), address
 and checksum in the code comes from it, and each network's file lives in a folder of its
