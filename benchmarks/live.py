@@ -48,7 +48,7 @@ from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs, read_video_f
 from utils.live.scorer import FrameScorer  # noqa: E402
 from utils.live.source import open_capture, parse_source  # noqa: E402
 from utils.live.status import Terminal  # noqa: E402
-from utils.training import TrainedBlocks, make_network  # noqa: E402
+from utils.trained_model import TrainedBlocks, make_network  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"cpu": "DIS flow + motion boxes", "cuda": "FlowNet2 + Cascade R-CNN + motion boxes, stand-in weights"}

@@ -96,7 +96,7 @@ def gradients(out: Path) -> None:
     from models.stacked_cloze import Grouped
     from utils.config import ClozeConfig
     from utils.cubes import CubeStore
-    from utils.training import make_network
+    from utils.trained_model import make_network
 
     store = CubeStore.open(out / "store")
     cloze = ClozeConfig(**json.loads((out / "cloze.json").read_text()))

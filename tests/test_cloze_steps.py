@@ -13,7 +13,7 @@ from utils.errors import VECError
 from utils.foreground import compute_split_boxes
 from utils.pipeline import compute_flow, open_dataset_split, run_testing, run_training
 from utils.prefetch import prefetch
-from utils.training import make_network
+from utils.trained_model import make_network
 
 
 SEEDS = (0, 1, 2)

@@ -28,7 +28,8 @@ from utils.errors import VECError
 from utils.flow import OpenCVFlow, compute_split_flow, flow_file_path
 from utils.foreground import compute_split_boxes, split_boxes
 from utils.foreground.box_files import box_file_path, save_box_file
-from utils.training import cube_batches, train_blocks
+from utils.cloze_steps import cube_batches
+from utils.training import train_blocks
 
 WORKER = REPO / "tests" / "distributed_worker.py"
 
@@ -273,7 +274,7 @@ def test_ddp_gradients_of_the_stacked_network_are_the_single_process_ones(worker
     percents in a few tensors of a network this small.
     """
     from utils.cloze_steps import TrainStep
-    from utils.training import make_network
+    from utils.trained_model import make_network
 
     store = CubeStore.open(worker_run / "gradients" / "store")
     cloze = WORKER_INPUTS["gradients"][1]

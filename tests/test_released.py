@@ -180,7 +180,7 @@ def test_the_released_training_score_files_load_safely():
 def _legacy_model_files(folder: Path, dataset: str, cloze, data_parallel: bool) -> None:
     """Model and training-score files as the reference's train.py wrote them under PyTorch 1.1:
     legacy (non-zip) serialisation, nested [h][w] lists, numpy training scores."""
-    from utils.training import make_network
+    from utils.trained_model import make_network
 
     torch.manual_seed(0)
     network = make_network(cloze, stacked=False)
@@ -195,7 +195,7 @@ def _legacy_model_files(folder: Path, dataset: str, cloze, data_parallel: bool) 
 
 @pytest.mark.parametrize("data_parallel", [True, False])
 def test_a_model_file_in_the_legacy_format_loads(tmp_path, small_synthetic, data_parallel):
-    from utils.training import load_trained
+    from utils.trained_model import load_trained
 
     _legacy_model_files(tmp_path, "UCSDped2", small_synthetic.cloze, data_parallel)
     with open(tmp_path / "UCSDped2_model_obj_det_with_motion_SelfComplete.npy", "rb") as f:
@@ -280,7 +280,7 @@ def test_a_model_trained_by_the_reference_scores_as_the_reference_test_py(tmp_pa
     from utils.cloze_steps import ErrorStep
     from utils.scoring import block_statistics, frame_scores, normalised_scores
     from utils.stand_in_weights import det_fill
-    from utils.training import load_trained, make_network
+    from utils.trained_model import load_trained, make_network
 
     data = np.load(DATA / golden)
     cloze = replace(small_synthetic.cloze, nf=8, context_of_num=of_num, w_raw=0.5, w_of=1.0)

@@ -400,7 +400,7 @@ def test_cat_per_unet_concatenates_inside_each_block():
 
 def test_training_uses_the_stacked_network_by_default():
     from utils.config import load_config
-    from utils.training import make_network
+    from utils.trained_model import make_network
 
     cloze = load_config(Path(__file__).resolve().parent.parent / "config.cfg").cloze
     assert isinstance(make_network(cloze), StackedClozeNet)

@@ -10,8 +10,9 @@ from utils.cubes import build_cubes
 from utils.datasets import open_split
 from utils.errors import VECError
 from utils.scoring import NO_BOX_SCORE, NO_MODEL_SCORE, frame_scores, score_cubes
-from utils.training import (TrainedBlocks, cube_batches, cube_errors, load_trained, make_network, save_trained,
-                            train_block, train_blocks)
+from utils.cloze_steps import cube_batches, cube_errors
+from utils.trained_model import TrainedBlocks, load_trained, make_network, save_trained
+from utils.training import train_block, train_blocks
 
 
 @pytest.fixture(scope="module")

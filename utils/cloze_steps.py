@@ -14,6 +14,8 @@ depends on the device, never what it computes:
 On a GPU, batches are read from the memory-mapped cube store on a background thread into
 pinned memory and copied asynchronously, so that the GPU does not wait for the disk (on a
 CPU they are read in line: a reader thread would compete with the compute threads).
+`cube_errors` runs the error step over cubes of a store: the training-score pass and the
+scoring of test cubes (`distributed_cube_errors` shares it between torchrun ranks).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from models.stacked_cloze import fused_forward_backward
 from utils import distributed
@@ -245,3 +248,42 @@ class ErrorStep:
         if self._graph is None:
             self._graph = _Captured(lambda r, f: self._errors(r, f, capturing=True), (raw, flow))
         return tuple(t.clone() for t in self._graph(raw, flow))
+
+
+# ---- passes over a store ---------------------------------------------------------------
+
+def cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
+                use_flow: bool, progress: bool = False, label: str = "errors", precision: str = "fp32",
+                cuda_graphs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-cube raw and flow scores: the SUM of squared completion errors (eval mode)."""
+    model.eval()
+    step = ErrorStep(model, use_flow=use_flow, batch_size=batch_size, device=torch.device(device),
+                     precision=precision, capture=cuda_graphs)
+    raw_scores, of_scores = [], []
+    batches = cube_batches(store, indices, batch_size, device)
+    for raw, flow in tqdm(batches, total=-(-len(indices) // batch_size), desc=label, unit="batch", disable=not progress):
+        raw_sse, of_sse = step(raw, flow)
+        raw_scores.append(raw_sse)
+        of_scores.append(of_sse)
+    empty = np.zeros(0)
+    if not raw_scores:
+        return empty, (empty if use_flow else None)
+
+    def gathered(parts: list[Tensor]) -> np.ndarray:
+        # One copy to the host at the end, out of the tensors: numpy views would keep small torch
+        # allocations alive, which pins the freed batch buffers around them.
+        return torch.cat(parts).double().cpu().numpy().copy()
+
+    return gathered(raw_scores), (gathered(of_scores) if use_flow else None)
+
+
+def distributed_cube_errors(model: nn.Module, store: CubeStore, indices: np.ndarray, batch_size: int, device: str,
+                            use_flow: bool, progress: bool = False, label: str = "errors",
+                            precision: str = "fp32", cuda_graphs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """`cube_errors` of `indices` with each rank of the torchrun group scoring its contiguous share,
+    gathered in the order of `indices` on every rank (plain `cube_errors` in a single process)."""
+    raw, of = cube_errors(model, store, distributed.shard(indices), batch_size, device, use_flow, progress, label,
+                          precision, cuda_graphs)
+    parts = distributed.gather_objects((raw, of))
+    return (np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]) if use_flow else None)

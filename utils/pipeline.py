@@ -50,7 +50,8 @@ from utils.run_lock import exclusive
 from utils.scoring import frame_scores, score_cubes
 from utils.released import ReleasedSet
 from utils.released import describe as describe_released
-from utils.training import TrainedBlocks, check_trained_fits, find_model, load_trained, save_trained, train_blocks
+from utils.trained_model import TrainedBlocks, check_trained_fits, find_model, load_trained, save_trained
+from utils.training import train_blocks
 
 
 def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from utils.config import ClozeConfig
+from utils.cloze_steps import cube_errors, distributed_cube_errors
 from utils.cubes import CubeStore, ceil_box
-from utils.errors import VECError
-from utils.training import TrainedBlocks, cube_errors, distributed_cube_errors, make_network
+from utils.trained_model import TrainedBlocks, block_networks
 
 NO_BOX_SCORE = -100000.0
 NO_MODEL_SCORE = 100000.0
@@ -26,23 +26,15 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
     contiguous share of each block's cubes and all get every score, in store order.
     """
     scores = np.full(len(store), NO_MODEL_SCORE)
-    for h, row in enumerate(trained.states):
-        for w, state in enumerate(row):
+    networks = block_networks(trained, cloze, device)
+    for h, row in enumerate(networks):
+        for w, model in enumerate(row):
             members = store.block_members(h, w)
-            if state is None or len(members) == 0:
+            if model is None or len(members) == 0:
                 continue
-            model = make_network(cloze)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as err:
-                first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
-                raise VECError(f"the trained model does not fit the configured network (nf = {cloze.nf}, "
-                               f"context_of_num = {cloze.context_of_num}): {first}; set them as when it was "
-                               "trained, or rerun `python train.py`") from None
-            model.to(device)
             errors = distributed_cube_errors if parallel else cube_errors
             raw, of = errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
-                             progress, "score cubes" + (f" block ({h},{w})" if len(trained.states) * len(row) > 1 else ""),
+                             progress, "score cubes" + (f" block ({h},{w})" if len(networks) * len(row) > 1 else ""),
                              cloze.precision, cloze.cuda_graphs)
             scores[members] = normalised_scores(raw, of, block_statistics(trained, h, w), cloze)
     return scores

@@ -28,7 +28,7 @@ from utils.flow import OpenCVFlow, compute_split_flow
 from utils.flow.flownet2 import FlowNet2Flow
 from utils.foreground import CascadeRCNNDetector, split_boxes
 from utils.scoring import frame_scores, score_cubes
-from utils.training import TrainedBlocks, make_network
+from utils.trained_model import TrainedBlocks, make_network
 
 
 def variants(device: torch.device) -> list[tuple[str, str]]:

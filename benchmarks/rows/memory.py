@@ -29,7 +29,9 @@ from utils.config import ClozeConfig
 from utils.cubes import CubeStore
 from utils.errors import VECError
 from utils.io import require_free_space
-from utils.training import cube_errors, make_network, train_block
+from utils.cloze_steps import cube_errors
+from utils.trained_model import make_network
+from utils.training import train_block
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,7 +29,8 @@ from utils.foreground import MODES_WITH_DETECTOR, build_detector, frame_boxes
 from utils.live.context import Segment, frames_needed
 from utils.live.ring import Arrival, Target
 from utils.scoring import NO_BOX_SCORE, NO_MODEL_SCORE, block_statistics, frame_scores, normalised_scores
-from utils.training import TrainedBlocks, cube_errors, make_network
+from utils.cloze_steps import cube_errors
+from utils.trained_model import TrainedBlocks, block_networks
 
 FLOW_CACHE = 12  # flows kept for the next windows (a window holds 5)
 
@@ -54,18 +55,9 @@ class FrameScorer:
         self.mode = cfg.foreground_extraction_mode
         self.flow_backend, self.detector = flow_backend, detector
         self.detect = detector is not None and self.mode in MODES_WITH_DETECTOR
-        self.networks, self.statistics = [], []
-        for h, row in enumerate(trained.states):
-            self.networks.append([])
-            self.statistics.append([])
-            for w, state in enumerate(row):
-                network = None
-                if state is not None:
-                    network = make_network(self.cloze)
-                    network.load_state_dict(state)
-                    network.to(device).eval()
-                self.networks[h].append(network)
-                self.statistics[h].append(None if state is None else block_statistics(trained, h, w))
+        self.networks = block_networks(trained, self.cloze, device)
+        self.statistics = [[None if state is None else block_statistics(trained, h, w) for w, state in enumerate(row)]
+                           for h, row in enumerate(trained.states)]
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     @classmethod

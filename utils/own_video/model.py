@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.config import RunConfig
-from utils.training import TrainedBlocks, check_trained_fits, find_model, load_trained
+from utils.trained_model import TrainedBlocks, check_trained_fits, find_model, load_trained
 
 
 def load_video_model(cfg: RunConfig, model_dir: Path | None) -> tuple[TrainedBlocks, str]:
