@@ -54,8 +54,9 @@ def exclusive(function: F) -> F:
 
 
 @contextmanager
-def run_lock(path: Path) -> Iterator[None]:
-    """Hold lock file `path` (created with its folders, removed with the folders it created on release)."""
+def run_lock(path: Path, in_use: Path | str | None = None) -> Iterator[None]:
+    """Hold lock file `path` (created with its folders, removed with the folders it created on release);
+    `in_use`: what the error names as in use by another run (default: the lock's folder)."""
     key = str(Path(path).absolute())
     if key in _held:
         _held[key] += 1
@@ -67,7 +68,7 @@ def run_lock(path: Path) -> Iterator[None]:
     lock, failure = None, None
     if distributed.is_main():
         try:
-            lock = _acquire(Path(key))
+            lock = _acquire(Path(key), Path(key).parent if in_use is None else in_use)
         except BaseException as err:  # told to the other ranks before it is raised here
             failure = err
     message = distributed.broadcast_object(None if failure is None else str(failure))
@@ -84,7 +85,7 @@ def run_lock(path: Path) -> Iterator[None]:
             _release(*lock)
 
 
-def _acquire(path: Path) -> tuple[int | None, Path, list[Path]] | None:
+def _acquire(path: Path, in_use: Path | str) -> tuple[int | None, Path, list[Path]] | None:
     created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     while True:
         make_dirs(path.parent)
@@ -100,7 +101,7 @@ def _acquire(path: Path) -> tuple[int | None, Path, list[Path]] | None:
         except BlockingIOError:
             holder = _read_holder(handle)
             os.close(handle)
-            raise VECError(f"{path.parent} is in use by another run ({holder}); wait for it to finish "
+            raise VECError(f"{in_use} is in use by another run ({holder}); wait for it to finish "
                            "(or stop it) and rerun") from None
         except OSError as err:
             os.close(handle)

@@ -64,14 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(dest: Path) -> None:
-    from utils.datasets.prepare import is_prepared, staging_dir
+    from utils.datasets.prepare import preparation_status
     from utils.datasets.sources import SOURCES
 
     for source in SOURCES.values():
-        state = ("prepared" if is_prepared(dest, source) else
-                 "partly prepared (rerun the command to continue)" if staging_dir(dest, source).exists() else
-                 "not prepared")
-        print(f"{source.name}: {dest / source.name}\n  status: {state}")
+        print(f"{source.name}: {dest / source.name}\n  status: {preparation_status(dest, source)}")
         for archive in source.archives:
             where = archive.url or f"no stable address: download it from {archive.page}, then `prepare`"
             print(f"  {archive.filename}: {where}\n    SHA-256 {archive.sha256}")

@@ -4,12 +4,18 @@ extracting only those (pooch's Untar / Unzip).
 The official archives put everything below one top folder (`UCSD_Anomaly_Dataset.v1p2/`,
 `Avenue Dataset/`, `shanghaitech/`); a repacked copy may call it something else or have
 none, so the top folder is found from a folder every copy holds (`Archive.marker`).
+
+A damaged archive is a one-line error before anything is published: a .tar.gz is read to
+its end when it is listed, so gzip checks the CRC-32 of everything it holds (reading the
+tar's members alone stops before it); zipfile checks the CRC-32 of each member extracted.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -39,19 +45,36 @@ class ArchiveIndex:
         return [self.top + folder for folder in self.archive.take]
 
 
+_READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
 def list_members(path: Path) -> list[Member]:
-    """Every member of a .zip or .tar(.gz) file; a file that is neither is a one-line error."""
+    """Every member of a .zip or .tar(.gz) file; a file that is neither, or a compressed tar whose
+    data fails its check (gzip's CRC-32), is a one-line error."""
     path = Path(path)
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 return [Member(info.filename, info.file_size, _safe_name(info.filename)) for info in archive.infolist()]
-        with tarfile.open(path) as archive:
-            return [Member(info.name, info.size, (info.isfile() or info.isdir()) and _safe_name(info.name))
-                    for info in archive.getmembers()]
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise VECError(f"{path} cannot be read as a .zip or .tar.gz archive ({type(err).__name__}: "
-                       f"{' '.join(str(err).split())}); download it again") from None
+        archive = tarfile.open(path)
+    except _READ_ERRORS as err:
+        raise VECError(f"{path} cannot be read as a .zip or .tar.gz archive ({_reason(err)}); download it again") \
+            from None
+    try:
+        with archive:
+            members = [Member(info.name, info.size, (info.isfile() or info.isdir()) and _safe_name(info.name))
+                       for info in archive.getmembers()]
+            # The tar ends before the compressed stream does: reading on to its end makes gzip (bz2, xz)
+            # compare the CRC of all it decompressed, which reading the members alone never does.
+            while archive.fileobj.read(1 << 20):
+                pass
+    except _READ_ERRORS as err:
+        raise VECError(f"{path} is damaged ({_reason(err)}); download it again") from None
+    return members
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 def _safe_name(name: str) -> bool:
@@ -121,6 +144,45 @@ def extract(index: ArchiveIndex, folder: Path) -> None:
     import pooch
 
     pooch.get_logger().setLevel("WARNING")
-    extractor = pooch.Unzip if zipfile.is_zipfile(index.path) else pooch.Untar
-    # action "download" makes pooch extract even where some of the files are already there
-    extractor(members=index.members, extract_dir=str(Path(folder).absolute()))(str(index.path), "download", None)
+    is_zip = zipfile.is_zipfile(index.path)
+    extractor = pooch.Unzip if is_zip else pooch.Untar
+    try:
+        # action "download" makes pooch extract even where some of the files are already there
+        extractor(members=index.members, extract_dir=str(Path(folder).absolute()))(str(index.path), "download", None)
+    except _READ_ERRORS as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # writing failed (a full disk): not the archive's fault
+        damaged = _damaged_member(index) if is_zip else None
+        where = f"its member {damaged!r} is damaged" if damaged else "it is damaged"
+        raise VECError(f"{index.path}: {where} ({_reason(err)}); download {index.path.name} again") from None
+
+
+def _damaged_member(index: ArchiveIndex) -> str | None:
+    """The first of the extracted members whose data zipfile cannot read back or whose CRC-32 differs."""
+    wanted = [os.path.normpath(name) for name in index.members]
+    with zipfile.ZipFile(index.path) as archive:
+        for info in archive.infolist():
+            if info.is_dir() or not any(os.path.normpath(info.filename).startswith(w) for w in wanted):
+                continue
+            try:
+                with archive.open(info) as member:
+                    while member.read(1 << 20):
+                        pass
+            except (zipfile.BadZipFile, zlib.error, EOFError):
+                return info.filename
+    return None
+
+
+def fingerprint(path: Path, end_bytes: int = 1 << 20) -> dict:
+    """A cheap identity of an archive file: its size and the SHA-256 of its first and last MiB.
+
+    Both formats end with a checksum of all they hold (a zip's central directory lists every
+    member's CRC-32 and size; gzip's trailer is the CRC-32 and length of the whole tar), so
+    another archive differs there, at the cost of reading 2 MiB instead of gigabytes."""
+    digest = hashlib.sha256()
+    size = Path(path).stat().st_size
+    with open(path, "rb") as handle:
+        digest.update(handle.read(end_bytes))
+        handle.seek(max(0, size - end_bytes))
+        digest.update(handle.read(end_bytes))
+    return {"file": Path(path).name, "bytes": size, "ends_sha256": digest.hexdigest()}

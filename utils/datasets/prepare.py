@@ -10,12 +10,17 @@ The work happens in raw_datasets/<name>.partial/:
                         each video file decoded into a folder of lossless PNGs (complete or
                         absent, one folder per video), ground truth moved where the layout reads it
 
+    archives.json       which archive file each extracted/<role>/ came from (utils.datasets.archives.fingerprint)
+
 Only when both splits open with their ground truth lined up, video by video, does dataset/
 become raw_datasets/<name>/ (one rename), with prepared.json inside. A half-prepared dataset
-never sits under that name, and a rerun continues with what raw_datasets/<name>.partial/ holds.
+never sits under that name, and a rerun with the same archives continues with what
+raw_datasets/<name>.partial/ holds; a rerun with other archives discards it. One run at a
+time prepares a dataset: it holds raw_datasets/.<name>.prepare.lock (utils/run_lock.py).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,18 +37,20 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from utils.datasets.archives import extract, index_archive  # noqa: E402
+from utils.datasets.archives import extract, fingerprint, index_archive  # noqa: E402
 from utils.datasets.layouts import open_split  # noqa: E402
 from utils.datasets.sources import PNG_SHARE, DatasetSource  # noqa: E402
 from utils.datasets.split import VideoSplit  # noqa: E402
 from utils.download import TIMEOUT_S, check_free_space, download, one_line  # noqa: E402
 from utils.errors import VECError, VECWarning  # noqa: E402
-from utils.io import atomic_dir, make_dirs, sha256_file, write_json  # noqa: E402
+from utils.io import atomic_dir, make_dirs, remove_empty_folders, sha256_file, write_json  # noqa: E402
+from utils.run_lock import run_lock  # noqa: E402
 
 PREPARED_FILE = "prepared.json"  # in raw_datasets/<name>/ once it is complete
 DOWNLOADS = "downloads"  # below raw_datasets/: the archives `fetch` downloads
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg")
 _TOP_FILE = ".top"  # in extracted/<role>/: the archive's top folder
+_MADE_FROM = "archives.json"  # in the staging folder: role -> the fingerprint of the file extracted
 Say = Callable[[str], None]
 
 
@@ -72,6 +79,24 @@ def is_prepared(raw_dir: Path, source: DatasetSource) -> bool:
     return (Path(raw_dir) / source.name / PREPARED_FILE).is_file()
 
 
+def preparing_lock(raw_dir: Path, source: DatasetSource) -> Path:
+    """The lock held by the one `fetch` or `prepare` run of `source` at a time in raw_dir."""
+    return Path(raw_dir) / f".{source.name}.prepare.lock"
+
+
+def preparation_status(raw_dir: Path, source: DatasetSource) -> str:
+    """Prepared, partly prepared (from which archives), or not; an empty staging folder is not a start."""
+    if is_prepared(raw_dir, source):
+        return "prepared"
+    staging = staging_dir(raw_dir, source)
+    if not staging.is_dir():
+        return "not prepared"
+    if not any(path.is_file() for path in staging.rglob("*")):
+        return f"not prepared (the empty folder {staging} is left over from a run that extracted nothing: delete it)"
+    made_from = ", ".join(entry["file"] for entry in _made_from(staging).values())
+    return f"partly prepared{f' from {made_from}' if made_from else ''} (rerun the command to continue)"
+
+
 def manual_steps(source: DatasetSource) -> str:
     """The one line telling a user how to do without the download: fetch by hand, then prepare."""
     files = " ".join(a.filename for a in source.archives)
@@ -89,18 +114,23 @@ def fetch_dataset(source: DatasetSource, raw_dir: Path, *, mirror: str | None = 
     different file stops here) and prepare raw_dir/<name>/ from them; the archives are deleted
     afterwards unless `keep_archives`. `mirror` replaces each archive's address by mirror/<file name>."""
     raw_dir = Path(raw_dir)
+    with run_lock(preparing_lock(raw_dir, source), in_use=raw_dir / source.name):
+        return _fetch_dataset(source, raw_dir, mirror, keep_archives, jobs, progress, timeout, say)
+
+
+def _fetch_dataset(source: DatasetSource, raw_dir: Path, mirror: str | None, keep_archives: bool, jobs: int | None,
+                   progress: bool, timeout: float, say: Say) -> dict[str, SplitReport]:
     if is_prepared(raw_dir, source):
         return already_prepared(source, raw_dir, say)
     if mirror is None and any(a.url is None for a in source.archives):
         raise VECError(f"{source.name} has no stable public download address: {manual_steps(source)}")
-    staging = staging_dir(raw_dir, source)
+    staging, downloads = staging_dir(raw_dir, source), raw_dir / DOWNLOADS
+    paths = {archive.role: downloads / archive.filename for archive in source.archives}
+    _discard_if_made_from_others(source, paths, staging, True, say)
     if not staging.exists():
         check_free_space(raw_dir, source.work_bytes, f"preparing {source.name}")
-    downloads = raw_dir / DOWNLOADS
-    paths: dict[str, Path] = {}
     for archive in source.archives:
-        path = downloads / archive.filename
-        paths[archive.role] = path
+        path = paths[archive.role]
         if (staging / "extracted" / archive.role).is_dir():
             continue  # extracted by an earlier run
         if path.is_file():
@@ -136,6 +166,12 @@ def prepare_dataset(source: DatasetSource, archives: dict[str, Path], raw_dir: P
     ground truth that does not line up with a video's frames is an error naming the video.
     """
     raw_dir = Path(raw_dir)
+    with run_lock(preparing_lock(raw_dir, source), in_use=raw_dir / source.name):
+        return _prepare_dataset(source, archives, raw_dir, published, jobs, progress, say)
+
+
+def _prepare_dataset(source: DatasetSource, archives: dict[str, Path], raw_dir: Path, published: bool,
+                     jobs: int | None, progress: bool, say: Say) -> dict[str, SplitReport]:
     target, staging = raw_dir / source.name, staging_dir(raw_dir, source)
     if is_prepared(raw_dir, source):
         return already_prepared(source, raw_dir, say)
@@ -144,11 +180,16 @@ def prepare_dataset(source: DatasetSource, archives: dict[str, Path], raw_dir: P
         if present:
             raise VECError(f"{target / present[0]} is already there (not prepared by this command); move it away "
                            "to prepare the dataset from the archives, or keep using it as it is")
+    _discard_if_made_from_others(source, archives, staging, published, say)
     if not staging.exists():
         check_free_space(raw_dir, source.work_bytes, f"preparing {source.name}")
     make_dirs(staging)
-    parts = {archive.role: _extracted(source, archive, archives.get(archive.role), staging, published, say)
-             for archive in source.archives}
+    try:
+        parts = {archive.role: _extracted(source, archive, archives.get(archive.role), staging, published, say)
+                 for archive in source.archives}
+    except BaseException:
+        remove_empty_folders([staging])  # an archive refused before anything was extracted leaves no trace
+        raise
     dataset = staging / "dataset"
     decode = _Decoder(jobs or min(8, os.cpu_count() or 1), progress, say)
     _CONVERTERS[source.name](parts, dataset, decode)
@@ -168,8 +209,6 @@ def prepare_dataset(source: DatasetSource, archives: dict[str, Path], raw_dir: P
 
 
 def already_prepared(source: DatasetSource, raw_dir: Path, say: Say) -> dict[str, SplitReport]:
-    import json
-
     target = Path(raw_dir) / source.name
     record = json.loads((target / PREPARED_FILE).read_text())
     reports = {split: SplitReport(**values) for split, values in record["splits"].items()}
@@ -185,10 +224,12 @@ def _extracted(source: DatasetSource, archive, path: Path | None, staging: Path,
     if not folder.is_dir():
         if path is None:
             raise VECError(f"{source.name} needs {archive.filename}; name it with --archive")
+        is_published = published
         if not published:
             say(f"{source.name}: checking the SHA-256 of {path}")
             actual = sha256_file(path)
-            if actual != archive.sha256:
+            is_published = actual == archive.sha256
+            if not is_published:
                 warnings.warn(VECWarning(
                     f"{path} has SHA-256 {actual}, not the published {archive.sha256} of {archive.filename} (a "
                     "repacked copy?); using it: its videos and ground truth are checked against the published "
@@ -199,7 +240,48 @@ def _extracted(source: DatasetSource, archive, path: Path | None, staging: Path,
         with atomic_dir(folder) as partial:
             extract(index, partial)
             (partial / _TOP_FILE).write_text(index.top)
+            made_from = _made_from(staging)
+            made_from[archive.role] = {**fingerprint(path), "published": is_published}
+            write_json(staging / _MADE_FROM, made_from)
     return folder / (folder / _TOP_FILE).read_text()
+
+
+def _made_from(staging: Path) -> dict[str, dict]:
+    """role -> the fingerprint of the archive file its extracted/<role>/ came from ({} when none is recorded)."""
+    try:
+        record = json.loads((staging / _MADE_FROM).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {role: entry for role, entry in record.items() if isinstance(entry, dict) and "file" in entry}
+
+
+def _discard_if_made_from_others(source: DatasetSource, archives: dict[str, Path], staging: Path, published: bool,
+                                 say: Say) -> None:
+    """Delete an earlier run's staging folder unless each archive it was extracted from is the file
+    given now (size and ends, utils.datasets.archives.fingerprint); where `fetch` has deleted its
+    download already, the published archive is taken for itself. Without this, a rerun with
+    another archive would publish the first archive's videos."""
+    started = [a for a in source.archives if (staging / "extracted" / a.role).is_dir()
+               or (staging / "dataset").is_dir()]
+    made_from = _made_from(staging)
+    for archive in started:
+        recorded, path = made_from.get(archive.role), archives.get(archive.role)
+        if recorded is None:
+            same = False
+        elif path is not None and path.is_file():
+            now = fingerprint(path)
+            same = (now["bytes"], now["ends_sha256"]) == (recorded.get("bytes"), recorded.get("ends_sha256"))
+        else:
+            same = published and bool(recorded.get("published"))
+        if not same:
+            earlier = (f"another file ({recorded['file']}, {recorded.get('bytes', 0):,} bytes)" if recorded else
+                       "archives this command did not record")
+            say(f"{source.name}: {staging} was made from {earlier}, not from {path or archive.filename}: "
+                "discarding it and starting over")
+            shutil.rmtree(staging)
+            return
 
 
 def _publish(dataset: Path, target: Path) -> None:
