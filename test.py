@@ -88,7 +88,8 @@ def run_live(cfg, args):
               retries=5 if args.retries is None else args.retries)
     print(f"stopped, {s['ended_by']}: {s['frames_in']} frames in, {s['scored']} scored, {s['dropped']} dropped, "
           f"{s['not_scored_by_stride']} left out by the stride; delay median {milliseconds(s['delay_median_s'])}, 95th percentile "
-          f"{milliseconds(s['delay_p95_s'])}; {s['events']} alarm(s)")
+          f"{milliseconds(s['delay_p95_s'])}; {s['events']} alarm(s)"
+          + (f"; {s['broken_skipped']} broken frame(s) skipped (cut short or not decodable)" if s["broken_skipped"] else ""))
     print(f"results in {s['results_dir']}: scores.csv, events.jsonl, run.json"
           + (", event_*.jpg" if s["events"] else ""))
 

@@ -25,6 +25,14 @@ from utils.live.alarms import count_events
 from utils.scoring import NO_BOX_SCORE
 
 CALIBRATION_SUFFIX = ".threshold.json"
+# Frames with a box a calibration needs at least: the threshold sits just above the normal scores, and a
+# handful of them says nothing of the scene's ordinary variety.
+MIN_FRAMES_WITH_BOXES = 20
+
+
+def is_number(value) -> bool:
+    """A finite JSON number: int or float, not a bool (JSON's true is no threshold) nor a string."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def calibration_path(model_file: Path) -> Path:
@@ -92,11 +100,16 @@ def load_calibration(model_file: Path) -> dict | None:
     redo = "rerun `python test.py --calibrate NORMAL_VIDEO` or pass --threshold T"
     try:
         record = json.loads(path.read_text())
-        threshold, digest = float(record["threshold"]), record["model"]["sha256"]
+        threshold, digest, rate = record["threshold"], record["model"]["sha256"], record["false_alarms_per_hour"]
+        sources = [str(source["path"]) for source in record["calibrated_on"]]
     except (OSError, ValueError, KeyError, TypeError):
         raise VECError(f"the threshold file {path} is unreadable; delete it and {redo}") from None
-    if not math.isfinite(threshold):
-        raise VECError(f"the threshold file {path} holds threshold {threshold}; delete it and {redo}")
+    if not is_number(threshold):
+        raise VECError(f"the threshold file {path} holds threshold {json.dumps(threshold)}, not a finite number; "
+                       f"delete it and {redo}")
+    if not is_number(rate) or not isinstance(digest, str) or not sources:
+        raise VECError(f"the threshold file {path} is damaged (false_alarms_per_hour, model or calibrated_on); "
+                       f"delete it and {redo}")
     if digest != sha256_file(model_file):
         raise VECError(f"the threshold in {path} was calibrated for another version of {Path(model_file).name} "
                        f"(it was trained again since); {redo}")

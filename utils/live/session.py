@@ -25,7 +25,7 @@ from utils.config import RunConfig, resolve_device
 from utils.errors import VECError, VECWarning
 from utils.io import seed_everything
 from utils.live.alarms import AlarmTracker, Event
-from utils.live.calibrate import calibration_record, choose_threshold, load_calibration, save_calibration
+from utils.live.calibrate import MIN_FRAMES_WITH_BOXES, calibration_record, choose_threshold, load_calibration, save_calibration
 from utils.live.context import LOOKAHEAD, lookback
 from utils.live.outputs import LiveRecorder
 from utils.live.ring import Arrival, StreamEnded, StreamRing
@@ -36,6 +36,7 @@ from utils.live.status import STATUS_EVERY, DelayStats, Terminal, milliseconds
 from utils.live.stride import StridePolicy
 from utils.pipeline import model_settings
 from utils.own_video.model import load_video_model
+from utils.scoring import NO_BOX_SCORE
 from utils.own_video.source import iter_source_frames, probe_source, source_identity
 
 LIVE_FOLDER = "live"  # results/live/<name>/
@@ -77,7 +78,8 @@ def _threshold(cfg: RunConfig, threshold: float | None, model_file: Path) -> tup
     record = load_calibration(model_file)
     if record is None:
         return None, ""
-    changed = [key for key, value in model_settings(cfg).items() if record.get("settings", {}).get(key) != value]
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    changed = [key for key, value in model_settings(cfg).items() if settings.get(key) != value]
     if changed:
         warnings.warn(f"the threshold in {record['path']} was calibrated with other settings ({', '.join(changed)}); "
                       "calibrate again with these", VECWarning)
@@ -200,6 +202,9 @@ class _LiveRun:
         self.terminal.close()
         if self.ring.frames_in == 0:
             shutil.rmtree(self.folder, ignore_errors=True)
+            if self.reader.broken:
+                raise VECError(f"{self.source.shown} gave no usable frame: all {self.reader.broken} JPEGs it sent were "
+                               "cut short or not decodable; check the camera's stream settings (or its network)")
             raise VECError(f"{self.source.shown} opened but gave no frame; check that it is a video and that it plays")
         return summary
 
@@ -250,7 +255,7 @@ class _LiveRun:
         ring, seconds = self.ring, time.monotonic() - self.started
         flow, rest = self.policy.medians()
         return {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": ring.segments,
-                "scored": self.scored, "dropped": ring.dropped,
+                "scored": self.scored, "dropped": ring.dropped, "broken_skipped": self.reader.broken,
                 "not_scored_by_stride": ring.frames_in - self.scored - ring.dropped,
                 "stride": ring.stride, "strides": list(self.strides),
                 "scored_per_second": self.scored / seconds if seconds > 0 else math.nan,
@@ -335,11 +340,12 @@ def calibrate(cfg: RunConfig, paths: list[Path], *, model_dir: Path | None = Non
     scores, times = np.concatenate(all_scores), np.concatenate(all_times)
     seconds = sum(d["seconds"] for d in described)
     allowed = math.floor(false_alarms_per_hour * seconds / 3600)
-    try:
-        threshold, events = choose_threshold(scores, times, min_gap, allowed)
-    except ValueError:
-        raise VECError(f"no frame of {', '.join(str(p) for p in paths)} has a box (nothing moves in it?), so there "
-                       "is nothing to calibrate on; use footage with the usual activity") from None
+    with_boxes = int(np.count_nonzero(scores > NO_BOX_SCORE))
+    if with_boxes < MIN_FRAMES_WITH_BOXES:  # nothing is stored: a threshold from so few frames would mislead
+        raise VECError(f"only {with_boxes} of the {len(scores)} frames of {', '.join(str(p) for p in paths)} have a "
+                       f"box (VEC scores only frames where something moves); calibrating needs at least "
+                       f"{MIN_FRAMES_WITH_BOXES}: use longer footage, or more videos, of the scene's usual activity")
+    threshold, events = choose_threshold(scores, times, min_gap, allowed)
     record = calibration_record(threshold, events, scores, seconds, false_alarms_per_hour, allowed, min_gap, described,
                                 Path(model_where), model_settings(cfg))
     record["score_seconds_median"] = float(np.median(np.concatenate(all_seconds)))  # this machine's speed
