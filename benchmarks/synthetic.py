@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from utils.datasets.split import VideoSplit
+from utils.fingerprints import CubeSpec
 from utils.io import preallocated_npy
 
 DATASETS = {
@@ -42,8 +43,8 @@ DATASETS = {
 SIZES = {name: stats["size"] for name, stats in DATASETS.items()}
 # The videos of the cube and end-to-end rows: the datasets whose box statistics were measured.
 PIPELINE_VIDEOS = ("UCSDped2", "avenue")
-CUBE_SETTINGS = {"patch_size": 32, "context_frame_num": 4, "context_of_num": 4, "border_mode": "predict",
-                 "motion_thr": 0.0, "h_block": 1, "w_block": 1, "block_mode": 1}  # the paper's (config.cfg)
+CUBE_SPEC = CubeSpec(patch_size=32, context_frame_num=4, context_of_num=4, border_mode="predict", motion_thr=0.0,
+                     h_block=1, w_block=1, block_mode=1, flow_method="dis")  # the paper's cubes (config.cfg)
 
 
 def sample_boxes(stats: dict, n_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -116,7 +117,7 @@ def write_blob_video(folder: Path, name: str, n_frames: int, seed: int = 0) -> V
 
 def store_bytes(count: int) -> int:
     """Disk space of a cube store of `count` cubes (the paper's cube settings)."""
-    p, t = CUBE_SETTINGS["patch_size"], CUBE_SETTINGS["context_frame_num"] + 1
+    p, t = CUBE_SPEC.patch_size, CUBE_SPEC.frames_per_cube
     return count * (t * 3 * p * p + 4 * t * 2 * p * p + 64)
 
 
@@ -134,7 +135,7 @@ def write_synthetic_store(directory: Path, count: int, seed: int = 0, chunk: int
     frame_index = np.concatenate([np.full(len(f), i, dtype=np.int64) for i, f in enumerate(frames)])[:count]
     boxes = np.concatenate(frames)[:count]
     n_frames = int(frame_index[-1]) + 1
-    p, t = CUBE_SETTINGS["patch_size"], CUBE_SETTINGS["context_frame_num"] + 1
+    p, t = CUBE_SPEC.patch_size, CUBE_SPEC.frames_per_cube
     directory.mkdir(parents=True)
     chunks = {"raw.npy": rng.integers(0, 256, (chunk, t, 3, p, p), dtype=np.uint8),
               "flow.npy": rng.normal(0, 2, (chunk, t, 2, p, p)).astype(np.float32)}

@@ -19,10 +19,14 @@ from utils.config import load_config
 from utils.datasets import open_split
 from utils.flow import OpenCVFlow, compute_split_flow
 from utils.datasets import generate_synthetic as generate
+from utils.fingerprints import CubeSpec
 from utils.precision import emulated_on_this_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ("calc_img_inputs.py", "train.py", "test.py")
+# The paper's cube recipe (config.cfg) on DIS flow, for tests that build stores directly.
+PAPER_CUBES = CubeSpec(patch_size=32, context_frame_num=4, context_of_num=4, border_mode="predict", motion_thr=0,
+                       h_block=1, w_block=1, block_mode=1, flow_method="dis")
 
 
 def needs_native(precision: str):

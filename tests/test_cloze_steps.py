@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from models.stacked_cloze import Threads, fused_forward_backward
-from tests.conftest import needs_native, write_config
+from tests.conftest import PAPER_CUBES, needs_native, write_config
 from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import load_config
 from utils.cubes import build_cubes
@@ -85,9 +85,7 @@ def test_cube_batches_equal_the_store_rows_in_the_shuffled_order(small_synthetic
     cfg = small_synthetic  # shared by other tests: nothing is written into its folders
     split = open_split(cfg.dataset_dir, "UCSDped2", "train")
     boxes = compute_split_boxes(split, "obj_det_with_motion", cfg.dataset.boxes, None, progress=False)
-    store = build_cubes(split, boxes, cfg.flow_dir, tmp_path / "cubes", patch_size=32, context_frame_num=4,
-                        context_of_num=4, border_mode="predict", motion_thr=0, h_block=1, w_block=1, block_mode=1,
-                        progress=False)
+    store = build_cubes(split, boxes, cfg.flow_dir, tmp_path / "cubes", PAPER_CUBES, progress=False)
     indices = np.arange(len(store))
     order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(5)).numpy()]
     batches = list(cube_batches(store, indices, 7, "cpu", torch.Generator().manual_seed(5)))

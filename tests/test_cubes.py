@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import PAPER_CUBES
 from utils.foreground import compute_split_boxes
 from utils.cubes import CubeStore, block_indices, build_cubes, crop_cubes
 from utils.datasets import open_split
@@ -41,9 +42,7 @@ def test_store_holds_the_cubes_of_moving_boxes(small_synthetic, tmp_path):
     split = open_split(cfg.dataset_dir, "UCSDped2", "train")
     boxes = compute_split_boxes(split, "obj_det_with_motion", cfg.dataset.boxes, None, progress=False)
     boxes[3] = np.vstack([boxes[3], [[500, 500, 510, 510]]])  # outside the frame: all-zero flow, dropped
-    store = build_cubes(split, boxes, cfg.flow_dir, tmp_path / "cubes", patch_size=32, context_frame_num=4,
-                        context_of_num=4, border_mode="predict", motion_thr=0, h_block=1, w_block=1, block_mode=1,
-                        progress=False)
+    store = build_cubes(split, boxes, cfg.flow_dir, tmp_path / "cubes", PAPER_CUBES, progress=False)
     assert not (tmp_path / "cubes.partial").exists()
     assert isinstance(store.raw, np.memmap) and store.raw.shape[1:] == (5, 3, 32, 32)
     assert store.flow.shape[1:] == (5, 2, 32, 32) and store.flow.dtype == np.float32

@@ -22,6 +22,7 @@ from models.stacked_cloze import Grouped
 from tests.conftest import REPO, SCRIPTS, SMALL_RUN, run_main, write_config
 from utils import distributed
 from utils.config import ClozeConfig
+from utils.fingerprints import CubeSpec
 from utils.cubes import CubeStore, build_cubes, merge_cube_stores, store_capacity
 from utils.datasets import open_split
 from utils.errors import VECError
@@ -172,12 +173,13 @@ def test_parts_by_video_give_what_one_process_gives(small_synthetic, tmp_path):
     for i in (0, 23, 24, len(split) - 1):
         assert flow_file_path(flow_root, split, i).read_bytes() == flow_file_path(cfg.flow_dir, split, i).read_bytes()
 
-    options = dict(patch_size=32, context_frame_num=4, context_of_num=4, border_mode="predict", motion_thr=0,
-                   h_block=2, w_block=2, block_mode=5, settings={"made": "here"}, progress=False)
-    whole = build_cubes(split, whole_boxes, cfg.flow_dir, tmp_path / "whole", **options)
+    spec = CubeSpec(patch_size=32, context_frame_num=4, context_of_num=4, border_mode="predict", motion_thr=0,
+                    h_block=2, w_block=2, block_mode=5, flow_method="dis")
+    options = dict(settings={"made": "here"}, progress=False)
+    whole = build_cubes(split, whole_boxes, cfg.flow_dir, tmp_path / "whole", spec, **options)
     part_dirs = [tmp_path / f"cubes.rank{r}" for r in range(world)]
     for directory, frames in zip(part_dirs, shares):
-        build_cubes(split, whole_boxes, cfg.flow_dir, directory, frames=frames, **options)
+        build_cubes(split, whole_boxes, cfg.flow_dir, directory, spec, frames=frames, **options)
     merged = merge_cube_stores(part_dirs, tmp_path / "cubes", store_capacity(whole_boxes, 5))
     assert not any(d.exists() for d in part_dirs)
     for name in ("raw.npy", "flow.npy", "meta.json"):

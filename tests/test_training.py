@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import PAPER_CUBES
 from utils.foreground import compute_split_boxes
 from utils.cubes import build_cubes
 from utils.datasets import open_split
@@ -25,9 +26,7 @@ def stores(small_synthetic, tmp_path_factory):
         boxes = compute_split_boxes(split, "obj_det_with_motion", cfg.dataset.boxes, None, progress=False)
         if name == "test":  # a handful of frames, two of them without boxes
             boxes = [b if 8 <= i < 14 and i not in (10, 12) else np.zeros((0, 4)) for i, b in enumerate(boxes)]
-        result[name] = (split, build_cubes(split, boxes, cfg.flow_dir, out / name, patch_size=32, context_frame_num=4,
-                                           context_of_num=4, border_mode="predict", motion_thr=0, h_block=1,
-                                           w_block=1, block_mode=1, progress=False))
+        result[name] = (split, build_cubes(split, boxes, cfg.flow_dir, out / name, PAPER_CUBES, progress=False))
     return result
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.datasets.split import VideoSplit
+from utils.fingerprints import CubeSpec
 from utils.flow.store import flow_file_path, read_flow
 from utils.io import atomic_dir, preallocated_npy, require_free_space
 from utils.prefetch import read_ahead
@@ -132,25 +133,20 @@ class _FrameCache:
         return self.items[i]
 
 
-def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, *, patch_size: int,
-                context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
-                h_block: int, w_block: int, block_mode: int, settings: dict | None = None,
-                progress: bool = True, frames: Sequence[int] | None = None) -> CubeStore:
-    """Crop the cubes of every box of `split` into a store at `directory`.
+def build_cubes(split: VideoSplit, all_boxes, flow_root: Path, directory: Path, spec: CubeSpec, *,
+                settings: dict | None = None, progress: bool = True, frames: Sequence[int] | None = None) -> CubeStore:
+    """Crop the cubes of every box of `split` into a store at `directory`, as `spec` says.
 
     Cubes whose flow is all zero (mean over time of the sum of squares <= motion_thr) are
-    dropped, as the reference does. `settings` is recorded so a later run can tell
-    whether the store can be reused. With `frames` (increasing), only those frames' cubes:
+    dropped, as the reference does. `settings` (`spec.fingerprint(all_boxes)`) is recorded so a
+    later run can tell whether the store can be reused. With `frames` (increasing), only those frames' cubes:
     a part that `merge_cube_stores` joins with the parts of the following frames.
     """
     if len(all_boxes) != len(split):
         raise ValueError(f"{len(all_boxes)} box lists for {len(split)} frames")
     directory = Path(directory)
     with atomic_dir(directory) as partial:
-        _write_cubes(split, all_boxes, flow_root, partial, patch_size=patch_size,
-                     context_frame_num=context_frame_num, context_of_num=context_of_num,
-                     border_mode=border_mode, motion_thr=motion_thr, h_block=h_block, w_block=w_block,
-                     block_mode=block_mode, settings=settings, progress=progress, frames=frames)
+        _write_cubes(split, all_boxes, flow_root, partial, spec, settings=settings, progress=progress, frames=frames)
     return CubeStore.open(directory)
 
 
@@ -196,35 +192,31 @@ def merge_cube_stores(parts: Sequence[Path], directory: Path, capacity: int, chu
     return CubeStore.open(directory)
 
 
-def frame_cubes(context_frames: Sequence[np.ndarray], context_flows: Sequence[np.ndarray], boxes: np.ndarray, *,
-                patch_size: int, motion_thr: float, frame_size: tuple[int, int], block_mode: int, h_block: int,
-                w_block: int) -> tuple[np.ndarray, np.ndarray, list[int], list[tuple[int, int]]]:
+def frame_cubes(context_frames: Sequence[np.ndarray], context_flows: Sequence[np.ndarray], boxes: np.ndarray,
+                spec: CubeSpec, frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[int], list[tuple[int, int]]]:
     """One frame's cubes as a store keeps them (docs/method.md §4): the crops of every box, and the rows
     to keep: each box whose flow moves (mean over time of the sum of squares > motion_thr), once per
     block it falls in, with that block."""
     height, width = frame_size
-    h_step, w_step = height / h_block, width / w_block
-    raw_cubes = crop_frames(context_frames, boxes, patch_size)
-    flow_cubes = crop_frames(context_flows, boxes, patch_size)
+    h_step, w_step = height / spec.h_block, width / spec.w_block
+    raw_cubes = crop_frames(context_frames, boxes, spec.patch_size)
+    flow_cubes = crop_frames(context_flows, boxes, spec.patch_size)
     motion = (flow_cubes.astype(np.float64) ** 2).sum(axis=(2, 3, 4)).mean(axis=1)
     rows, blocks = [], []
-    for n in np.flatnonzero(motion > motion_thr):
-        for block in block_indices(boxes[n], h_step, w_step, block_mode, h_block, w_block):
+    for n in np.flatnonzero(motion > spec.motion_thr):
+        for block in block_indices(boxes[n], h_step, w_step, spec.block_mode, spec.h_block, spec.w_block):
             rows.append(int(n))
             blocks.append(block)
     return raw_cubes, flow_cubes, rows, blocks
 
 
-def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *, patch_size: int,
-                 context_frame_num: int, context_of_num: int, border_mode: str, motion_thr: float,
-                 h_block: int, w_block: int, block_mode: int, settings: dict | None, progress: bool,
-                 frames: Sequence[int] | None = None) -> int:
+def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, spec: CubeSpec, *,
+                 settings: dict | None, progress: bool, frames: Sequence[int] | None = None) -> int:
     sample = split.read_frame(0)
     height, width = sample.shape[:2]
-    capacity = store_capacity(all_boxes, block_mode, frames)
-    t_raw = (context_frame_num + 1) if border_mode == "predict" else 2 * context_frame_num + 1
-    t_of = (context_of_num + 1) if border_mode == "predict" else 2 * context_of_num + 1
-    raw_shape, flow_shape = (capacity, t_raw, 3, patch_size, patch_size), (capacity, t_of, 2, patch_size, patch_size)
+    capacity = store_capacity(all_boxes, spec.block_mode, frames)
+    p = spec.patch_size
+    raw_shape, flow_shape = (capacity, spec.frames_per_cube, 3, p, p), (capacity, spec.flows_per_cube, 2, p, p)
     require_free_space(partial, int(np.prod(raw_shape)) + 4 * int(np.prod(flow_shape)), f"the {split.split} cubes")
     raw = preallocated_npy(partial / "raw.npy", np.uint8, raw_shape)
     flow = preallocated_npy(partial / "flow.npy", np.float32, flow_shape)
@@ -238,8 +230,8 @@ def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *
         order, on read_ahead's thread: the caches need no lock."""
         if len(all_boxes[i]) == 0:
             return None
-        return ([read_frame(j) for j in split.context(i, context_frame_num, border_mode)],
-                [read_flow_of(j) for j in split.context(i, context_of_num, border_mode)])
+        return ([read_frame(j) for j in split.context(i, spec.context_frame_num, spec.border_mode)],
+                [read_flow_of(j) for j in split.context(i, spec.context_of_num, spec.border_mode)])
 
     count = 0
     frames = [int(i) for i in (range(len(split)) if frames is None else frames)]
@@ -250,9 +242,7 @@ def _write_cubes(split: VideoSplit, all_boxes, flow_root: Path, partial: Path, *
         if context is None:
             continue
         boxes = np.asarray(all_boxes[i]).reshape(-1, 4)
-        raw_cubes, flow_cubes, rows, row_blocks = frame_cubes(context[0], context[1], boxes, patch_size=patch_size,
-                                                              motion_thr=motion_thr, frame_size=(height, width),
-                                                              block_mode=block_mode, h_block=h_block, w_block=w_block)
+        raw_cubes, flow_cubes, rows, row_blocks = frame_cubes(context[0], context[1], boxes, spec, (height, width))
         for n, block in zip(rows, row_blocks):
             raw[count], flow[count] = raw_cubes[n], flow_cubes[n]
             frame_index.append(i)

@@ -1,30 +1,18 @@
-"""VEC from frames on disk to AUROC, one step per function, in the order they run.
+"""VEC on a benchmark dataset, from frames on disk to AUROC: what the three scripts run.
 
-    open_dataset_split   frames and ground truth              utils/datasets/
-    compute_flow         optical flow files                   utils/flow/
-    boxes_of_split       foreground boxes (box files)         utils/foreground/
-    cubes_of_split       spatio-temporal cubes (memory-mapped) utils/cubes.py
-    run_training         cloze networks + training-score statistics   utils/training.py
-    run_testing          cube scores → frame scores                   utils/scoring.py
-      evaluate           frame, pixel and region metrics              utils/metrics/
+    compute_flow         calc_img_inputs.py: optical flow of a split       utils/stages.py
+    run_training         train.py: boxes → cubes → cloze networks, saved   utils/stages.py
+    run_testing          test.py: boxes → cubes → cube scores → frame scores → metrics
+      trained_model_to_test   the configured dataset's model, or `--model DIR`'s
       write_results      metrics.json, per_video.csv, figures, report.html   utils/report/
 
-Each step reads the settings it needs from a `RunConfig` and calls the library functions
-(which take explicit arguments). docs/architecture.md draws the same path.
-
-Under torchrun (utils/distributed.py) every rank runs each step: flow, boxes and cubes
-of its share of the videos (`frames_of_this_rank`), its share of each training batch and
-of the cubes to score; rank 0 writes the shared files (box file, merged cube store, model,
-results) while the others wait. Each step is written once: a single process is the case of
-one rank, whose share is every frame, whose gathers return its own result and whose cube
-part is the store itself.
+The stages themselves (utils/stages.py) are shared with own videos and live cameras; the
+numbers of metrics.json are computed in utils/metrics/. docs/architecture.md draws the path.
+Under torchrun every rank runs each function; rank 0 evaluates and writes the results.
 """
 from __future__ import annotations
 
 import csv
-import hashlib
-import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,179 +21,33 @@ from tqdm import tqdm
 
 from utils import distributed
 from utils.config import RunConfig, resolve_device
-from utils.cubes import CubeStore, build_cubes, merge_cube_stores, read_store_settings, store_capacity
-from utils.datasets import VideoSplit, generate_synthetic, open_split, synthetic_is_current
+from utils.cubes import CubeStore
+from utils.datasets import VideoSplit
 from utils.datasets.regions import REGION_FOLDER, read_region_ground_truth, region_files
 from utils.errors import VECError
-from utils.flow import build_flow_backend, compute_split_flow, flow_file_path
-from utils.foreground import MODES_WITH_DETECTOR, build_detector, split_boxes
+from utils.fingerprints import box_settings, model_settings
 from utils.io import (atomic_dir, atomic_file, check_can_create, make_dirs, reproducibility_record, save_npy,
                       seed_everything, write_json)
 from utils.metrics import (PROTOCOL, evaluation_report, per_video_table, pixel_score_map, rbdc_tbdc,
                            save_roc_pr_curve_data)
 from utils.metrics.pixel_level import pixel_auroc_of_frames
 from utils.metrics.region_level import detections_from_boxes
+from utils.released import ReleasedSet
+from utils.released import describe as describe_released
 from utils.report import plot_frame_and_heat_map, plot_results, plot_video_scores, write_report
 from utils.run_lock import exclusive
 from utils.scoring import frame_scores, score_cubes
-from utils.released import ReleasedSet
-from utils.released import describe as describe_released
-from utils.trained_model import TrainedBlocks, check_trained_fits, find_model, load_trained, save_trained
-from utils.training import train_blocks
+from utils.stages import (boxes_of_split, compute_flow, cubes_of_split, open_dataset_split, require_flow,
+                          train_on_split)
+from utils.trained_model import TrainedBlocks, check_trained_fits, find_model, load_trained
 
-
-def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:
-    """The split's frames; the built-in synthetic dataset is generated on first use (by rank 0)."""
-    if cfg.dataset_name == "synthetic":
-        if distributed.is_main() and not synthetic_is_current(cfg.dataset_dir):
-            generate_synthetic(cfg.dataset_dir, seed=cfg.seed)
-        distributed.barrier()
-    return open_split(cfg.dataset_dir, cfg.dataset.layout, split)
+__all__ = ["compute_flow", "open_dataset_split", "run_training", "run_testing"]
 
 
 @exclusive  # one run at a time per work folder (utils/run_lock.py)
-def compute_flow(cfg: RunConfig, split: VideoSplit, device: str) -> int:
-    """Flow files of every frame of the split; returns how many were written (the rest existed)."""
-    backend = build_flow_backend(cfg.dataset.flow_method, device=device,
-                                 flownet2_checkpoint=cfg.dataset.flownet2_checkpoint,
-                                 raft_weights=cfg.dataset.raft_weights, precision=cfg.dataset.flow_precision)
-    written = compute_split_flow(split, backend, cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size,
-                                 progress=distributed.is_main(), frames=frames_of_this_rank(split))
-    return sum(distributed.gather_objects(written))
-
-
-def frames_of_this_rank(split: VideoSplit) -> list[int]:
-    """The frames of this rank's videos: consecutive videos, shared out by frame count, so the
-    ranks' frames in rank order are the split's frames in order (all of them in one process)."""
-    first, stop = distributed.share_bounds(len(split.video_names), distributed.rank(), distributed.world_size(),
-                                           split.video_lengths)
-    return np.flatnonzero((split.frame_video_idx > first) & (split.frame_video_idx <= stop)).tolist()
-
-
-def require_flow(cfg: RunConfig, split: VideoSplit) -> None:
-    for i in (0, len(split) - 1):
-        if not flow_file_path(cfg.flow_dir, split, i).is_file():
-            raise VECError(f"optical flow of the {split.split} split of {cfg.dataset_name} is missing "
-                           f"({flow_file_path(cfg.flow_dir, split, i)}); run `python calc_img_inputs.py --split "
-                           f"{split.split} --set shared_parameters.dataset_name={cfg.dataset_name}` first "
-                           "(it computes that split only)")
-
-
-def precision_settings(cfg: RunConfig, *keys: str) -> dict:
-    """The precision keys among `keys` that are not fp32: recorded only then, so what fp32 runs
-    wrote before these keys existed (box settings, manifests) still matches."""
-    return {key: getattr(cfg.dataset, key) for key in keys if getattr(cfg.dataset, key) != "fp32"}
-
-
-def box_settings(cfg: RunConfig) -> dict:
-    """What decides the boxes besides the frames: mode, thresholds and detector."""
-    ds = cfg.dataset
-    detector = ({"detector": ds.detector, "detector_checkpoint": ds.detector_checkpoint.name,
-                 **precision_settings(cfg, "detector_precision")}
-                if cfg.foreground_extraction_mode in MODES_WITH_DETECTOR else {})
-    return {"mode": cfg.foreground_extraction_mode, **asdict(ds.boxes), **detector}
-
-
-def model_settings(cfg: RunConfig) -> dict:
-    """The settings that change what a trained model means; test.py refuses a model trained with others."""
-    ds, cloze = cfg.dataset, cfg.cloze
-    return {"dataset": cfg.dataset_name, "layout": ds.layout, "patch_size": ds.patch_size,
-            "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method, "motion_thr": ds.motion_thr,
-            "boxes": box_settings(cfg), "nf": cloze.nf, "context_frame_num": cloze.context_frame_num,
-            "context_of_num": cloze.context_of_num, "border_mode": cloze.border_mode, "raw_range": cloze.raw_range,
-            "use_flow": cloze.use_flow, "padding": cloze.padding, **precision_settings(cfg, "flow_precision")}
-
-
-def boxes_of_split(cfg: RunConfig, split: VideoSplit, device: str) -> list[np.ndarray]:
-    ds = cfg.dataset
-
-    def detector_factory():
-        return build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
-                              device=device, batch_size=ds.detector_batch_size, precision=ds.detector_precision)
-
-    # Each rank its videos' boxes; all get every frame's boxes; rank 0 writes the file.
-    boxes = split_boxes(split, cfg.foreground_extraction_mode, ds.boxes,
-                        reuse_saved=ds.for_split(split.split).reuse_boxes, detector_factory=detector_factory,
-                        batch_size=ds.detector_batch_size, settings=box_settings(cfg),
-                        progress=distributed.is_main(), frames=frames_of_this_rank(split),
-                        gather=distributed.gather_objects, save=distributed.is_main())
-    distributed.barrier()  # the box file is written (or reused) before anyone goes on
-    return boxes
-
-
-def boxes_fingerprint(boxes: list[np.ndarray]) -> str:
-    """A digest of every frame's boxes: cubes are reusable only for the very same boxes."""
-    digest = hashlib.sha256()
-    for frame_boxes in boxes:
-        array = np.ascontiguousarray(np.asarray(frame_boxes, dtype=np.float64).reshape(-1, 4))
-        digest.update(len(array).to_bytes(8, "little"))
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -> CubeStore:
-    """The split's cubes; a stored set is reused when `*_foreground_saved` and made from the same inputs."""
-    ds, cloze = cfg.dataset, cfg.cloze
-    options = ds.for_split(split.split)
-    directory = cfg.work_dir / f"{cfg.dataset_name}_cubes_{split.split}_{cfg.foreground_extraction_mode}"
-    settings = {"patch_size": ds.patch_size, "context_frame_num": cloze.context_frame_num,
-                "context_of_num": cloze.context_of_num, "border_mode": cloze.border_mode, "motion_thr": ds.motion_thr,
-                "blocks": [ds.h_block, ds.w_block], "flow_method": ds.flow_method, "block_mode": options.block_mode,
-                "boxes": boxes_fingerprint(boxes), **precision_settings(cfg, "flow_precision")}
-    reuse = options.reuse_cubes and read_store_settings(directory) == settings
-    if distributed.broadcast_object(reuse):  # rank 0 decides for all
-        print(f"cubes: reusing {directory}")
-        return CubeStore.open(directory)
-    # Each rank crops its videos' cubes into a part store; rank 0 joins the parts in rank
-    # order (the store one process would have made) while the others wait; all open it.
-    # A single process crops into the store itself: nothing to join.
-    single = distributed.world_size() == 1
-    part = directory if single else directory.with_name(f"{directory.name}.rank{distributed.rank()}")
-    try:
-        build_cubes(split, boxes, cfg.flow_dir, part, patch_size=ds.patch_size,
-                    context_frame_num=cloze.context_frame_num, context_of_num=cloze.context_of_num,
-                    border_mode=cloze.border_mode, motion_thr=ds.motion_thr, h_block=ds.h_block,
-                    w_block=ds.w_block, block_mode=options.block_mode, settings=settings,
-                    progress=distributed.is_main(), frames=frames_of_this_rank(split))
-        parts = distributed.gather_objects(part)
-        if distributed.is_main():
-            if not single:
-                merge_cube_stores(parts, directory, store_capacity(boxes, options.block_mode))
-            for stale in directory.parent.glob(f"{directory.name}.rank*"):  # of a killed run with more ranks
-                shutil.rmtree(stale, ignore_errors=True)
-    except BaseException:
-        if not single:  # build_cubes leaves no half-written store; no part is left behind when a rank failed
-            shutil.rmtree(part, ignore_errors=True)
-        raise
-    distributed.barrier()
-    return CubeStore.open(directory)
-
-
-@exclusive  # one run at a time per work folder (utils/run_lock.py)
-def run_training(cfg: RunConfig, split: VideoSplit | None = None) -> dict:
-    """boxes → cubes → one cloze network per block → training-score statistics → saved model.
-
-    `split`: the training frames (default: the configured dataset's train split)."""
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed, device)
-    started = time.time()
-    check_can_create(cfg.work_dir)  # a file in the way fails now, not after the training
-    split = split if split is not None else open_dataset_split(cfg, "train")
-    require_flow(cfg, split)
-    store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
-    if len(store) < 2:
-        raise VECError(f"only {len(store)} training cubes were found; check the boxes and the optical flow")
-    print(f"training on {len(store)} cubes from {len(split)} frames ({device})")
-    # Under torchrun DistributedDataParallel; rank 0 writes the files while the others wait.
-    trained = train_blocks(store, cfg.cloze, cfg.dataset.h_block, cfg.dataset.w_block, device, cfg.seed,
-                           progress=distributed.is_main(), parallel=True)
-    paths = None
-    if distributed.is_main():
-        paths = save_trained(trained, cfg.work_dir, cfg.dataset_name, cfg.foreground_extraction_mode,
-                             cfg.method, scene_level=cfg.dataset.scene_level, settings=model_settings(cfg))
-    paths = distributed.broadcast_object(paths)
-    return {"n_cubes": len(store), "n_frames": len(split), "seconds": time.time() - started,
-            "saved": [str(p) for p in paths]}
+def run_training(cfg: RunConfig) -> dict:
+    """The configured dataset's train split → a trained model in data/raw2flow/ (utils/stages.train_on_split)."""
+    return train_on_split(cfg, open_dataset_split(cfg, "train"))
 
 
 @exclusive  # one run at a time per work folder (utils/run_lock.py)

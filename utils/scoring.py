@@ -8,6 +8,7 @@ scores -100000; a cube in a block with no model scores +100000.
 from __future__ import annotations
 
 import numpy as np
+from torch import nn
 
 from utils.config import ClozeConfig
 from utils.cloze_steps import cube_errors, distributed_cube_errors
@@ -25,8 +26,16 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
     `parallel`: every rank of the current torchrun group calls this; each scores its
     contiguous share of each block's cubes and all get every score, in store order.
     """
+    return block_scores(store, block_networks(trained, cloze, device), trained, cloze, device,
+                        batch_size=batch_size, progress=progress, parallel=parallel)
+
+
+def block_scores(store: CubeStore, networks: list[list[nn.Module | None]], trained: TrainedBlocks, cloze: ClozeConfig,
+                 device: str, *, batch_size: int | None = None, progress: bool = False, parallel: bool = False,
+                 cuda_graphs: bool | None = None) -> np.ndarray:
+    """`score_cubes` with each block's network already built (`block_networks`): the live scorer builds
+    them once for every frame. A cube of a block without a network scores NO_MODEL_SCORE."""
     scores = np.full(len(store), NO_MODEL_SCORE)
-    networks = block_networks(trained, cloze, device)
     for h, row in enumerate(networks):
         for w, model in enumerate(row):
             members = store.block_members(h, w)
@@ -35,7 +44,7 @@ def score_cubes(store: CubeStore, trained: TrainedBlocks, cloze: ClozeConfig, de
             errors = distributed_cube_errors if parallel else cube_errors
             raw, of = errors(model, store, members, batch_size or cloze.batch_size, device, cloze.use_flow,
                              progress, "score cubes" + (f" block ({h},{w})" if len(networks) * len(row) > 1 else ""),
-                             cloze.precision, cloze.cuda_graphs)
+                             cloze.precision, cloze.cuda_graphs if cuda_graphs is None else cuda_graphs)
             scores[members] = normalised_scores(raw, of, block_statistics(trained, h, w), cloze)
     return scores
 

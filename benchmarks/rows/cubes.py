@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from benchmarks.harness import Result, interleaved, scratch_dir
-from benchmarks.synthetic import CUBE_SETTINGS, DATASETS, PIPELINE_VIDEOS, sample_boxes, write_blob_video
+from benchmarks.synthetic import CUBE_SPEC, DATASETS, PIPELINE_VIDEOS, sample_boxes, write_blob_video
 from utils.cubes import build_cubes
 from utils.flow.store import flow_file_path
 from utils.foreground.box_files import load_box_file, save_box_file
@@ -40,8 +40,7 @@ def row_cubes(args: argparse.Namespace, device: torch.device) -> list[Result]:
 
         def step(split=split, root=root, box_file=box_file, name=name, counter=itertools.count()) -> None:
             out = root / f"cubes_{next(counter)}"
-            store = build_cubes(split, load_box_file(box_file, len(split)), root / "flow", out, progress=False,
-                                **CUBE_SETTINGS)
+            store = build_cubes(split, load_box_file(box_file, len(split)), root / "flow", out, CUBE_SPEC, progress=False)
             cubes[name] = len(store)
             del store
             shutil.rmtree(out)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.harness import Result, scratch_dir, synchronize
-from benchmarks.synthetic import CUBE_SETTINGS, DATASETS, PIPELINE_VIDEOS, write_blob_video
+from benchmarks.synthetic import CUBE_SPEC, DATASETS, PIPELINE_VIDEOS, write_blob_video
 from FlowNet2_src import FlowNet2
 from models import CascadeRCNN
 from utils.config import BoxParams, ClozeConfig
@@ -85,7 +85,7 @@ def row_end_to_end(args: argparse.Namespace, device: torch.device) -> list[Resul
                 synchronize(device)
                 times["boxes"] = time.perf_counter() - mark
                 mark = time.perf_counter()
-                store = build_cubes(split, boxes, work / "flow", work / "cubes", progress=False, **CUBE_SETTINGS)
+                store = build_cubes(split, boxes, work / "flow", work / "cubes", CUBE_SPEC, progress=False)
                 times["cubes"] = time.perf_counter() - mark
                 mark = time.perf_counter()
                 cube_scores = score_cubes(store, trained, cloze, str(device), progress=False)

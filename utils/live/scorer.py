@@ -7,8 +7,8 @@ split, with the configured dataset's settings:
     boxes   `frame_boxes` on frames i-1, i, i+1 (and the detector's detections of i)      (§3)
     cubes   `frame_cubes` of the raw and flow context (crops, the motion filter, the blocks)
             exactly as `utils.cubes.build_cubes` does for each frame                       (§4)
-    scores  `cube_errors` of each block's network, normalised by its training statistics
-            as `utils.scoring.score_cubes` does; the frame's score is `frame_scores`'       (§7)
+    scores  `utils.scoring.block_scores` with each block's network built once (what
+            `score_cubes` does offline); the frame's score is `frame_scores`'              (§7)
 
 so a frame scored here gets the score `test.py --video` gives it on the same frames (its
 context inside one segment; tests/test_live.py compares the two). The networks are built
@@ -24,12 +24,13 @@ import numpy as np
 
 from utils.config import RunConfig
 from utils.cubes import CubeStore, frame_cubes
-from utils.flow import FlowBackend, build_flow_backend
-from utils.foreground import MODES_WITH_DETECTOR, build_detector, frame_boxes
+from utils.fingerprints import CubeSpec
+from utils.flow import FlowBackend
+from utils.foreground import MODES_WITH_DETECTOR, frame_boxes
 from utils.live.context import Segment, frames_needed
 from utils.live.ring import Arrival, Target
-from utils.scoring import NO_BOX_SCORE, NO_MODEL_SCORE, block_statistics, frame_scores, normalised_scores
-from utils.cloze_steps import cube_errors
+from utils.scoring import NO_BOX_SCORE, block_scores, frame_scores
+from utils.stages import detector_for, flow_backend_for
 from utils.trained_model import TrainedBlocks, block_networks
 
 FLOW_CACHE = 12  # flows kept for the next windows (a window holds 5)
@@ -52,23 +53,18 @@ class FrameScorer:
     def __init__(self, cfg: RunConfig, trained: TrainedBlocks, device: str, flow_backend: FlowBackend,
                  detector=None) -> None:
         self.cloze, self.dataset, self.device = cfg.cloze, cfg.dataset, device
+        self.cube_spec = CubeSpec.of(cfg, "test")
         self.mode = cfg.foreground_extraction_mode
         self.flow_backend, self.detector = flow_backend, detector
         self.detect = detector is not None and self.mode in MODES_WITH_DETECTOR
-        self.networks = block_networks(trained, self.cloze, device)
-        self.statistics = [[None if state is None else block_statistics(trained, h, w) for w, state in enumerate(row)]
-                           for h, row in enumerate(trained.states)]
+        self.trained, self.networks = trained, block_networks(trained, self.cloze, device)
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     @classmethod
     def from_config(cls, cfg: RunConfig, trained: TrainedBlocks, device: str) -> "FrameScorer":
-        ds = cfg.dataset
-        backend = build_flow_backend(ds.flow_method, device=device, flownet2_checkpoint=ds.flownet2_checkpoint,
-                                     raft_weights=ds.raft_weights, precision=ds.flow_precision)
-        detector = None
-        if cfg.foreground_extraction_mode in MODES_WITH_DETECTOR:
-            detector = build_detector(ds.detector, checkpoint=ds.detector_checkpoint, config=ds.detector_config,
-                                      device=device, batch_size=1, precision=ds.detector_precision)
+        detector = (detector_for(cfg.dataset, device, batch_size=1)
+                    if cfg.foreground_extraction_mode in MODES_WITH_DETECTOR else None)
+        backend = flow_backend_for(cfg.dataset, device)
         return cls(cfg, trained, device, backend, detector)
 
     def score(self, target: Target) -> FrameResult:
@@ -95,7 +91,7 @@ class FrameScorer:
                     self._flows.popitem(last=False)
             flow_context.append(self._flows[key])
         cubes = self._cubes([frames[j].frame for j in needed["raw"]], flow_context, boxes, arrival.frame.shape[:2])
-        cube_scores = self._cube_scores(cubes)
+        cube_scores = block_scores(cubes, self.networks, self.trained, self.cloze, self.device, cuda_graphs=False)
         score = float(frame_scores(1, arrival.frame.shape[:2], cubes.frame_index, cubes.boxes, cube_scores)[0])
         return FrameResult(score, cubes.boxes, cube_scores, flows, flow_seconds,
                            time.perf_counter() - started - flow_seconds)
@@ -103,28 +99,10 @@ class FrameScorer:
     def _cubes(self, raw_frames: list[np.ndarray], flows: list[np.ndarray], boxes: np.ndarray,
                frame_size: tuple[int, int]) -> CubeStore:
         """The frame's cubes as `build_cubes` keeps them (moving ones, one row per block), in memory."""
-        ds = self.dataset
-        raw_cubes, flow_cubes, rows, blocks = frame_cubes(raw_frames, flows, boxes, patch_size=ds.patch_size,
-                                                          motion_thr=ds.motion_thr, frame_size=frame_size,
-                                                          block_mode=ds.test_block_mode, h_block=ds.h_block,
-                                                          w_block=ds.w_block)
+        raw_cubes, flow_cubes, rows, blocks = frame_cubes(raw_frames, flows, boxes, self.cube_spec, frame_size)
         rows = np.asarray(rows, dtype=np.int64)
         return CubeStore(None, raw_cubes[rows], flow_cubes[rows], np.zeros(len(rows), dtype=np.int64),
                          boxes[rows].astype(np.float64), np.asarray(blocks, dtype=np.int64).reshape(-1, 2), 1)
-
-    def _cube_scores(self, cubes: CubeStore) -> np.ndarray:
-        """`score_cubes` of an in-memory store, with networks built once."""
-        cloze = self.cloze
-        scores = np.full(len(cubes), NO_MODEL_SCORE)
-        for h, row in enumerate(self.networks):
-            for w, network in enumerate(row):
-                members = cubes.block_members(h, w)
-                if network is None or len(members) == 0:
-                    continue
-                raw, of = cube_errors(network, cubes, members, cloze.batch_size, self.device, cloze.use_flow,
-                                      precision=cloze.precision, cuda_graphs=False)
-                scores[members] = normalised_scores(raw, of, self.statistics[h][w], cloze)
-        return scores
 
     def warm_up(self, height: int = 240, width: int = 320) -> None:
         """Score one made-up frame (a square moving over noise), so the first real frame does not pay

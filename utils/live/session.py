@@ -34,7 +34,7 @@ from utils.live.source import (DEFAULT_FILE_FPS, FrameReader, LiveSource, cannot
                                parse_source)
 from utils.live.status import STATUS_EVERY, DelayStats, Terminal, milliseconds
 from utils.live.stride import StridePolicy
-from utils.pipeline import model_settings
+from utils.fingerprints import model_settings
 from utils.own_video.model import load_video_model
 from utils.scoring import NO_BOX_SCORE
 from utils.own_video.source import iter_source_frames, probe_source, source_identity

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from utils.config import RunConfig
 from utils.foreground import box_file_path
 from utils.io import write_json
-from utils.pipeline import precision_settings
+from utils.fingerprints import box_source_settings, flow_settings
 
 DERIVED_FILE = "derived.json"
 
@@ -41,13 +41,7 @@ def video_config(cfg: RunConfig, dataset_dir: Path, reuse_boxes: bool) -> RunCon
 
 
 def _derived_settings(cfg: RunConfig, identities: dict) -> dict:
-    ds = cfg.dataset
-    return {"frames": identities,
-            "flow": {"flow_method": ds.flow_method, "flownet2_checkpoint": str(ds.flownet2_checkpoint),
-                     "raft_weights": str(ds.raft_weights), **precision_settings(cfg, "flow_precision")},
-            "boxes": {"mode": cfg.foreground_extraction_mode, "detector": ds.detector,
-                      "detector_checkpoint": str(ds.detector_checkpoint), "detector_config": str(ds.detector_config),
-                      **asdict(ds.boxes), **precision_settings(cfg, "detector_precision")}}
+    return {"frames": identities, "flow": flow_settings(cfg), "boxes": box_source_settings(cfg)}
 
 
 def refresh_derived(cfg: RunConfig, dataset_dir: Path, split_name: str, identities: dict) -> bool:

@@ -36,7 +36,7 @@ from utils.own_video.model import load_video_model
 from utils.own_video.outputs import normalise_scores, write_annotated_video, write_frame_scores_csv
 from utils.own_video.source import (MAX_FPS, MIN_FPS, VideoSource, extract_frames, folder_key, probe_source,
                                     video_split)
-from utils.pipeline import boxes_of_split, compute_flow, cubes_of_split, run_training
+from utils.stages import boxes_of_split, compute_flow, cubes_of_split, train_on_split
 from utils.report.plots import plot_video_scores
 from utils.run_lock import lock_file, run_lock
 from utils.scoring import NO_BOX_SCORE, frame_scores, score_cubes
@@ -187,7 +187,7 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> dict:
 def train_on_videos(cfg: RunConfig, folder: Path, accept_short_video: bool = False, progress: bool = True) -> dict:
     """Train on the normal videos directly inside `folder` (video files and folders of frames;
     names starting with '.' are skipped), one video per entry, with the configured dataset's
-    settings. The model is saved as run_training saves it, under the dataset name
+    settings. The model is saved as train_on_split saves it, under the dataset name
     <set key> = folder_key(folder), in data/video_sets/<set key>/raw2flow/ (pass that to `test.py --model`).
     """
     folder = Path(folder).expanduser()
@@ -210,7 +210,7 @@ def train_on_videos(cfg: RunConfig, folder: Path, accept_short_video: bool = Fal
                                f"{infos[0]['width']}x{infos[0]['height']}; the videos of a training set must share "
                                "one size")
         compute_flow(vcfg, split, device)
-        summary = run_training(vcfg, split)
+        summary = train_on_split(vcfg, split)
     summary.update(name=set_key, model_dir=str(vcfg.work_dir), n_videos=len(sources),
                    short_videos_accepted=[str(s.path) for s, i in zip(sources, infos) if i.get("short")])
     return summary
