@@ -1,12 +1,10 @@
 """docs/configuration.md documents every key of the config schema, in its section's table, with its default."""
 import re
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 
-from utils.config import ALIASES, ClozeConfig, DatasetConfig, SharedConfig
+from utils.config import ALIASES, ClozeConfig, DatasetConfig, SharedConfig, section_keys
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 # The heading that starts each section's table on the page.
@@ -16,15 +14,8 @@ DEFAULTS_IN_WORDS = {"layout", "detector_config"}
 
 
 def defaults(cls) -> dict:
-    """Key -> default of a section's dataclass, flattened ones included."""
-    hints = typing.get_type_hints(cls)
-    found = {}
-    for f in fields(cls):
-        if f.metadata.get("flattened"):
-            found.update(defaults(hints[f.name]))
-        elif not f.metadata.get("computed"):
-            found[f.name] = f.default if f.default is not MISSING else f.default_factory()
-    return found
+    """Key -> default of a section's dataclass, flattened ones included, as the schema lists them."""
+    return {key: spec.default for key, spec in section_keys(cls).items()}
 
 
 def documented_rows(heading: str) -> list[tuple[list[str], list[str]]]:
