@@ -43,7 +43,7 @@ import cv2  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.datasets import generate_synthetic  # noqa: E402
 from utils.live import run_session  # noqa: E402
-from utils.live.session import live_threads  # noqa: E402
+from utils.live.scorer import live_threads  # noqa: E402
 from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs, read_video_frames  # noqa: E402
 from utils.live.scorer import FrameScorer  # noqa: E402
 from utils.live.source import open_capture, parse_source  # noqa: E402

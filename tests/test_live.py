@@ -31,7 +31,7 @@ from utils.live.calibrate import choose_threshold
 from utils.live.context import Segment
 from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from utils.live.ring import Arrival, StreamEnded, StreamRing
-from utils.live.session import RING_FRAMES
+from utils.live.ring import RING_FRAMES
 from utils.own_video.source import folder_key
 from utils.live.source import parse_source
 from utils.live.status import Terminal

@@ -7,6 +7,7 @@ and an error line names the rank it comes from.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from typing import Callable
@@ -72,3 +73,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def _close_progress_bars() -> None:
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
+
+
+def check_number(flag: str, value: float, low: float, high: float = math.inf) -> float:
+    """`value` of `flag` as a finite number within [low, high], else a one-line VECError."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        limits = ("" if low == -math.inf and high == math.inf else f" at least {low:g}" if high == math.inf
+                  else f" between {low:g} and {high:g}")
+        raise VECError(f"{flag} {value} must be a finite number{limits}")
+    return value

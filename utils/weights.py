@@ -6,7 +6,7 @@
 NAME: flownet2, cascade_rcnn, raft, or one of the reference authors' released sets
 (utils/released.py: vec_<dataset>_<variant> models, boxes_<dataset> box files).
 
-`WEIGHTS` is the one table of weight files: every default path (utils/config.py), address
+`WEIGHTS` is the one table of weight files: every default path (utils/config/schema.py), address
 and checksum in the code comes from it, and each network's file lives in a folder of its
 own (FlowNet2_src/pretrained/, obj_det_checkpoints/, raft_checkpoints/).
 

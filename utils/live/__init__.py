@@ -6,14 +6,15 @@
     scorer.py        one frame's score: flow → boxes → cubes → cloze networks (the pipeline's functions)
     stride.py        how many frames apart to score, from the measured speed
     alarms.py        events: score above the threshold, ended after --min-gap seconds below it
-    calibrate.py     the threshold from normal footage, kept beside the model
+    calibrate.py     calibration: every frame of normal footage scored → the threshold, kept beside the model
     outputs.py       results/live/<name>/: scores.csv, events.jsonl, event images, run.json
     status.py        the terminal's lines and status line; delay statistics
-    session.py       watch, run_session, calibrate: the runs start to end
+    session.py       watch, run_session: the live run start to end
     mjpeg_server.py  a paced MJPEG server (tests, benchmarks, trying --live without a camera)
 
 docs/live.md is the user's guide.
 """
-from utils.live.session import calibrate, run_session, watch
+from utils.live.calibrate import calibrate
+from utils.live.session import run_session, watch
 
 __all__ = ["watch", "run_session", "calibrate"]

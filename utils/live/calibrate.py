@@ -1,4 +1,4 @@
-"""The alarm threshold calibrated on footage the user says is normal, and the file that keeps it.
+"""Calibration: the alarm threshold calibrated on footage the user says is normal, and the file that keeps it.
 
 `choose_threshold`: of the levels the normal scores take, the lowest at which the alarms
 (utils/live/alarms.py, the same `min_gap`) on that footage stay within the allowed false
@@ -7,7 +7,9 @@ halfway between that level and the next score above it (above the highest score:
 the gap to the one below), so replaying the footage raises exactly the counted alarms
 and rounding noise cannot tip a frame over.
 
-The threshold file sits beside the model, `<model file stem>.threshold.json`, with what it
+`calibrate` (`test.py --calibrate VIDEO …`) scores every frame of the footage through the live
+path (`score_every_frame`: ring, windows, scorer, without threads or pacing) and stores the
+threshold. The threshold file sits beside the model, `<model file stem>.threshold.json`, with what it
 was calibrated on (paths, SHA-256, frames, duration) and the model's SHA-256: a model
 trained again makes the file stale, and `load_calibration` says so.
 """
@@ -18,10 +20,20 @@ import math
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from utils.cli import check_number
+from utils.config import RunConfig, resolve_device
 from utils.errors import VECError
-from utils.io import sha256_file, write_json
+from utils.fingerprints import model_settings
+from utils.io import seed_everything, sha256_file, write_json
 from utils.live.alarms import count_events
+from utils.live.context import LOOKAHEAD, lookback
+from utils.live.ring import RING_FRAMES, Arrival, StreamEnded, StreamRing
+from utils.live.scorer import FrameScorer, live_threads
+from utils.live.source import DEFAULT_FILE_FPS, file_fps
+from utils.own_video.model import load_video_model
+from utils.own_video.source import iter_source_frames, probe_source, source_identity
 from utils.scoring import NO_BOX_SCORE
 
 CALIBRATION_SUFFIX = ".threshold.json"
@@ -115,3 +127,89 @@ def load_calibration(model_file: Path) -> dict | None:
                        f"(it was trained again since); {redo}")
     record["path"] = str(path)
     return record
+
+
+def _file_rate(source, fps: float | None) -> float:
+    """A video file's own frame rate; for a folder of frames (or a file without one) `fps`, default 25."""
+    rate = None if source.is_folder else file_fps(source.path)
+    return rate or fps or DEFAULT_FILE_FPS
+
+
+def score_every_frame(scorer: FrameScorer, frames, label: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The score of every frame of one video (an iterable of BGR frames), through the live path
+    (ring, windows, scorer) without threads or pacing, and the seconds each took to score; a change
+    of frame size is a VECError."""
+    ring = StreamRing(RING_FRAMES, lookback(scorer.cloze), LOOKAHEAD)
+    scores, seconds, size, count = [], [], None, 0
+
+    def drain() -> None:
+        while True:
+            target = ring.take(timeout=0)
+            if target is None:
+                return
+            result = scorer.score(target)
+            scores.append(result.score)
+            seconds.append(result.flow_seconds + result.other_seconds)
+
+    for frame in tqdm(frames, desc=f"calibrate ({label})", unit="frame", disable=not progress):
+        if size is not None and frame.shape != size:
+            raise VECError(f"frame {count} of {label} is {frame.shape[1]}x{frame.shape[0]} but the frames before it "
+                           f"are {size[1]}x{size[0]}; all frames of a video must share one size")
+        size = frame.shape
+        ring.put(Arrival(0, count, count, 0.0, frame))
+        count += 1
+        drain()
+    ring.end_segment(0, count)
+    ring.close()
+    try:
+        drain()
+        ring.take(timeout=0)
+    except StreamEnded:
+        pass
+    if len(scores) != count:
+        raise RuntimeError(f"scored {len(scores)} of {count} frames")  # every frame is planned at stride 1
+    return np.asarray(scores), np.asarray(seconds)
+
+
+def calibrate(cfg: RunConfig, paths: list[Path], *, model_dir: Path | None = None,
+              false_alarms_per_hour: float = 1.0, min_gap: float = 2.0, fps: float | None = None,
+              progress: bool = True) -> dict:
+    """Score every frame of the normal videos `paths` (files or folders of frames) and store the
+    threshold that raises at most `false_alarms_per_hour` alarms on them beside the model."""
+    check_number("--false-alarms-per-hour", false_alarms_per_hour, 0, 1e6)
+    check_number("--min-gap", min_gap, 0, 24 * 3600)
+    if fps is not None:
+        check_number("--fps", fps, 1e-3, 1000)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, device)
+    sources = [probe_source(Path(p), cfg.cloze.tot_raw_num) for p in paths]
+    trained, model_where = load_video_model(cfg, model_dir)
+    print(f"model: {model_where}")
+    all_scores, all_times, all_seconds, described, offset = [], [], [], [], 0.0
+    with live_threads(device):
+        scorer = FrameScorer.from_config(cfg, trained, device)
+        scored = [score_every_frame(scorer, iter_source_frames(source), source.name, progress) for source in sources]
+    for source, (scores, seconds) in zip(sources, scored):
+        rate = _file_rate(source, fps)
+        all_seconds.append(seconds)
+        # Separate videos never share an alarm: each starts more than min_gap after the previous one.
+        times = offset + np.arange(len(scores)) / rate
+        offset = times[-1] + min_gap + 1.0
+        all_scores.append(scores)
+        all_times.append(times)
+        described.append({"path": str(source.path), "fingerprint": source_identity(source),
+                          "frames": len(scores), "fps": rate, "seconds": len(scores) / rate})
+    scores, times = np.concatenate(all_scores), np.concatenate(all_times)
+    seconds = sum(d["seconds"] for d in described)
+    allowed = math.floor(false_alarms_per_hour * seconds / 3600)
+    with_boxes = int(np.count_nonzero(scores > NO_BOX_SCORE))
+    if with_boxes < MIN_FRAMES_WITH_BOXES:  # nothing is stored: a threshold from so few frames would mislead
+        raise VECError(f"only {with_boxes} of the {len(scores)} frames of {', '.join(str(p) for p in paths)} have a "
+                       f"box (VEC scores only frames where something moves); calibrating needs at least "
+                       f"{MIN_FRAMES_WITH_BOXES}: use longer footage, or more videos, of the scene's usual activity")
+    threshold, events = choose_threshold(scores, times, min_gap, allowed)
+    record = calibration_record(threshold, events, scores, seconds, false_alarms_per_hour, allowed, min_gap, described,
+                                Path(model_where), model_settings(cfg))
+    record["score_seconds_median"] = float(np.median(np.concatenate(all_seconds)))  # this machine's speed
+    path = save_calibration(Path(model_where), record)
+    return {**record, "path": str(path)}

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+RING_FRAMES = 24  # frames held at most: about a second at 25 frames/s
+
 
 class StreamEnded(Exception):
     """`StreamRing.take`: the reader has closed and every frame to score has been handed out."""

@@ -16,11 +16,13 @@ once; flows are kept for the next frames' windows, which share all but one of th
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from utils.config import RunConfig
 from utils.cubes import CubeStore, frame_cubes
@@ -34,6 +36,10 @@ from utils.stages import detector_for, flow_backend_for
 from utils.trained_model import TrainedBlocks, block_networks
 
 FLOW_CACHE = 12  # flows kept for the next windows (a window holds 5)
+# A frame's cloze work is a few cubes: a second intra-op thread gains little on it and competes with the
+# reader's decoding and the flow. On the 2-core development machine, busy: nf 8 took 50 ms a frame for the
+# boxes, cubes and networks with one thread, 240-320 ms with two (benchmarks/live.py prints the split).
+LIVE_CPU_THREADS = 1
 
 
 @dataclass
@@ -116,3 +122,17 @@ class FrameScorer:
             frames[j] = Arrival(-1, j, j, 0.0, frame)
         self.score(Target(frames[1], frames, 3))
         self._flows.clear()
+
+
+@contextlib.contextmanager
+def live_threads(device: str):
+    """Torch's intra-op threads set to LIVE_CPU_THREADS for a live run on the CPU, and put back after."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(LIVE_CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,15 +1,13 @@
-"""`test.py --live SOURCE` and `test.py --calibrate VIDEO …`: the live run and the calibration, start to end.
+"""`test.py --live SOURCE`: the live run, start to end (calibration is utils/live/calibrate.py).
 
     watch        model + threshold → scorer → open the source → run_session → summary
     run_session  reader thread → ring → score each planned frame → scores.csv, alarms, stride, status
-    calibrate    score every frame of normal footage the same way → threshold file beside the model
 
 The model is the configured dataset's, or the one in `--model DIR` (as for `--video`);
 every stage runs with the configured dataset's settings.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import time
@@ -17,58 +15,24 @@ import warnings
 from collections import deque
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
+from utils.cli import check_number
 from utils.config import RunConfig, resolve_device
 from utils.errors import VECError, VECWarning
+from utils.fingerprints import model_settings
 from utils.io import seed_everything
 from utils.live.alarms import AlarmTracker, Event
-from utils.live.calibrate import MIN_FRAMES_WITH_BOXES, calibration_record, choose_threshold, load_calibration, save_calibration
+from utils.live.calibrate import load_calibration
 from utils.live.context import LOOKAHEAD, lookback
 from utils.live.outputs import LiveRecorder
-from utils.live.ring import Arrival, StreamEnded, StreamRing
-from utils.live.scorer import FrameScorer
-from utils.live.source import (DEFAULT_FILE_FPS, FrameReader, LiveSource, cannot_open, file_fps, open_capture,
-                               parse_source)
+from utils.live.ring import RING_FRAMES, Arrival, StreamEnded, StreamRing
+from utils.live.scorer import FrameScorer, live_threads
+from utils.live.source import FrameReader, LiveSource, cannot_open, open_capture, parse_source
 from utils.live.status import STATUS_EVERY, DelayStats, Terminal, milliseconds
 from utils.live.stride import StridePolicy
-from utils.fingerprints import model_settings
 from utils.own_video.model import load_video_model
-from utils.scoring import NO_BOX_SCORE
-from utils.own_video.source import iter_source_frames, probe_source, source_identity
 
 LIVE_FOLDER = "live"  # results/live/<name>/
-# A frame's cloze work is a few cubes: a second intra-op thread gains little on it and competes with the
-# reader's decoding and the flow. On the 2-core development machine, busy: nf 8 took 50 ms a frame for the
-# boxes, cubes and networks with one thread, 240-320 ms with two (benchmarks/live.py prints the split).
-LIVE_CPU_THREADS = 1
-RING_FRAMES = 24  # frames held at most: about a second at 25 frames/s
 MAX_WAITING = 2  # frames to score whose window is complete; older ones are dropped (the score would be late)
-
-
-def check_number(flag: str, value: float, low: float, high: float = math.inf) -> float:
-    """`value` of `flag` as a finite number within [low, high], else a one-line VECError."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-        limits = ("" if low == -math.inf and high == math.inf else f" at least {low:g}" if high == math.inf
-                  else f" between {low:g} and {high:g}")
-        raise VECError(f"{flag} {value} must be a finite number{limits}")
-    return value
-
-
-@contextlib.contextmanager
-def live_threads(device: str):
-    """Torch's intra-op threads set to LIVE_CPU_THREADS for a live run on the CPU, and put back after."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(LIVE_CPU_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _threshold(cfg: RunConfig, threshold: float | None, model_file: Path) -> tuple[float | None, str]:
@@ -267,87 +231,3 @@ class _LiveRun:
                 "results_dir": str(self.folder)}
 
 
-def _file_rate(source, fps: float | None) -> float:
-    """A video file's own frame rate; for a folder of frames (or a file without one) `fps`, default 25."""
-    rate = None if source.is_folder else file_fps(source.path)
-    return rate or fps or DEFAULT_FILE_FPS
-
-
-def score_every_frame(scorer: FrameScorer, frames, label: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The score of every frame of one video (an iterable of BGR frames), through the live path
-    (ring, windows, scorer) without threads or pacing, and the seconds each took to score; a change
-    of frame size is a VECError."""
-    ring = StreamRing(RING_FRAMES, lookback(scorer.cloze), LOOKAHEAD)
-    scores, seconds, size, count = [], [], None, 0
-
-    def drain() -> None:
-        while True:
-            target = ring.take(timeout=0)
-            if target is None:
-                return
-            result = scorer.score(target)
-            scores.append(result.score)
-            seconds.append(result.flow_seconds + result.other_seconds)
-
-    for frame in tqdm(frames, desc=f"calibrate ({label})", unit="frame", disable=not progress):
-        if size is not None and frame.shape != size:
-            raise VECError(f"frame {count} of {label} is {frame.shape[1]}x{frame.shape[0]} but the frames before it "
-                           f"are {size[1]}x{size[0]}; all frames of a video must share one size")
-        size = frame.shape
-        ring.put(Arrival(0, count, count, 0.0, frame))
-        count += 1
-        drain()
-    ring.end_segment(0, count)
-    ring.close()
-    try:
-        drain()
-        ring.take(timeout=0)
-    except StreamEnded:
-        pass
-    if len(scores) != count:
-        raise RuntimeError(f"scored {len(scores)} of {count} frames")  # every frame is planned at stride 1
-    return np.asarray(scores), np.asarray(seconds)
-
-
-def calibrate(cfg: RunConfig, paths: list[Path], *, model_dir: Path | None = None,
-              false_alarms_per_hour: float = 1.0, min_gap: float = 2.0, fps: float | None = None,
-              progress: bool = True) -> dict:
-    """Score every frame of the normal videos `paths` (files or folders of frames) and store the
-    threshold that raises at most `false_alarms_per_hour` alarms on them beside the model."""
-    check_number("--false-alarms-per-hour", false_alarms_per_hour, 0, 1e6)
-    check_number("--min-gap", min_gap, 0, 24 * 3600)
-    if fps is not None:
-        check_number("--fps", fps, 1e-3, 1000)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed, device)
-    sources = [probe_source(Path(p), cfg.cloze.tot_raw_num) for p in paths]
-    trained, model_where = load_video_model(cfg, model_dir)
-    print(f"model: {model_where}")
-    all_scores, all_times, all_seconds, described, offset = [], [], [], [], 0.0
-    with live_threads(device):
-        scorer = FrameScorer.from_config(cfg, trained, device)
-        scored = [score_every_frame(scorer, iter_source_frames(source), source.name, progress) for source in sources]
-    for source, (scores, seconds) in zip(sources, scored):
-        rate = _file_rate(source, fps)
-        all_seconds.append(seconds)
-        # Separate videos never share an alarm: each starts more than min_gap after the previous one.
-        times = offset + np.arange(len(scores)) / rate
-        offset = times[-1] + min_gap + 1.0
-        all_scores.append(scores)
-        all_times.append(times)
-        described.append({"path": str(source.path), "fingerprint": source_identity(source),
-                          "frames": len(scores), "fps": rate, "seconds": len(scores) / rate})
-    scores, times = np.concatenate(all_scores), np.concatenate(all_times)
-    seconds = sum(d["seconds"] for d in described)
-    allowed = math.floor(false_alarms_per_hour * seconds / 3600)
-    with_boxes = int(np.count_nonzero(scores > NO_BOX_SCORE))
-    if with_boxes < MIN_FRAMES_WITH_BOXES:  # nothing is stored: a threshold from so few frames would mislead
-        raise VECError(f"only {with_boxes} of the {len(scores)} frames of {', '.join(str(p) for p in paths)} have a "
-                       f"box (VEC scores only frames where something moves); calibrating needs at least "
-                       f"{MIN_FRAMES_WITH_BOXES}: use longer footage, or more videos, of the scene's usual activity")
-    threshold, events = choose_threshold(scores, times, min_gap, allowed)
-    record = calibration_record(threshold, events, scores, seconds, false_alarms_per_hour, allowed, min_gap, described,
-                                Path(model_where), model_settings(cfg))
-    record["score_seconds_median"] = float(np.median(np.concatenate(all_seconds)))  # this machine's speed
-    path = save_calibration(Path(model_where), record)
-    return {**record, "path": str(path)}
