@@ -7,24 +7,20 @@ from utils.errors import VECError
 from utils.pipeline import run_testing
 
 
+# Flags of one mode (--video, --live, --calibrate: argparse keeps those apart) and the modes they go with.
+GOES_WITH = {"labels": ("--video",), "accept_short_video": ("--video",), "fps": ("--video", "--calibrate"),
+             "threshold": ("--live",), "retries": ("--live",), "false_alarms_per_hour": ("--calibrate",),
+             "min_gap": ("--live", "--calibrate")}
+
+
 def run(cfg, args):
-    modes = [flag for flag, given in (("--video", args.video), ("--live", args.live is not None),
-                                      ("--calibrate", args.calibrate)) if given]
-    if len(modes) > 1:
-        raise VECError(f"{' and '.join(modes)} cannot be combined; run one at a time")
-    if not modes and (args.labels is not None or args.fps is not None or args.accept_short_video):
-        raise VECError("--labels, --fps and --accept-short-video go with --video PATH (--fps also with "
-                       "--calibrate VIDEO)")
-    for flag, value, goes_with in (("--labels", args.labels, "--video"),
-                                   ("--accept-short-video", args.accept_short_video or None, "--video"), ("--fps", args.fps, "--video --calibrate"),
-                                   ("--threshold", args.threshold, "--live"), ("--retries", args.retries, "--live"),
-                                   ("--false-alarms-per-hour", args.false_alarms_per_hour, "--calibrate"),
-                                   ("--min-gap", args.min_gap, "--live --calibrate")):
-        if value is not None and not set(goes_with.split()) & set(modes):
-            raise VECError(f"{flag} goes with {' or '.join(goes_with.split())}")
+    mode = next((f"--{name}" for name in ("video", "live", "calibrate") if getattr(args, name) not in (None, [])), None)
+    for name, modes in GOES_WITH.items():
+        if getattr(args, name) not in (None, False) and mode not in modes:
+            raise VECError(f"--{name.replace('_', '-')} goes with {' or '.join(modes)}")
     if args.video:
         return run_videos(cfg, args)
-    if modes:
+    if mode is not None:
         return run_live(cfg, args)
     released = None
     if args.model is not None:
@@ -95,15 +91,16 @@ def run_live(cfg, args):
 
 
 def add_arguments(parser):
-    parser.add_argument("--video", nargs="+", metavar="PATH",
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--video", nargs="+", metavar="PATH",
                         help="score your own videos instead: video files (any container OpenCV reads) or folders "
                              "of frames (.jpg/.png/.tif/.bmp, sorted by name); results in "
                              "results/videos/<name>-<digest of the path>/ (docs/own_videos.md)")
-    parser.add_argument("--live", metavar="SOURCE",
+    modes.add_argument("--live", metavar="SOURCE",
                         help="watch a camera instead: a camera index (0), a stream URL (rtsp://…, http://…/video.mjpg) "
                              "or a video file (played at its own rate); scores and alarms as the frames arrive, "
                              "in results/live/<name>/ (docs/live.md)")
-    parser.add_argument("--calibrate", nargs="+", metavar="VIDEO",
+    modes.add_argument("--calibrate", nargs="+", metavar="VIDEO",
                         help="score normal footage (video files or folders of frames) and store the alarm threshold "
                              "that --live uses beside the model")
     parser.add_argument("--threshold", type=float, metavar="T",

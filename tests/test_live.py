@@ -354,7 +354,7 @@ def test_a_stream_that_drops_is_reopened_then_ends_cleanly(trained, offline):
     (["--live", "0", "--retries", "-2"], "--retries -2 must be a finite number between 0 and 1000"),
     (["--calibrate", "normal.mp4", "--false-alarms-per-hour", "inf"], "--false-alarms-per-hour inf must be a finite"),
     (["--threshold", "3"], "--threshold goes with --live"),
-    (["--live", "0", "--video", "x.mp4"], "--video and --live cannot be combined"),
+    (["--live", "0", "--video", "x.mp4"], "argument --video: not allowed with argument --live"),
 ])
 def test_bad_flags_are_one_line_exit_2(tmp_path, capsys, args, message):
     config = write_config(tmp_path)

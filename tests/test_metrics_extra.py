@@ -1,4 +1,4 @@
-"""RBDC/TBDC, AP, pixel AUROC, smoothing, per-video tables and region ground truth (issue 9),
+"""RBDC/TBDC, AP, pixel AUROC, smoothing, per-video tables and region ground truth,
 on hand-computed cases."""
 import math
 

@@ -173,7 +173,7 @@ def test_training_on_a_cut_video_is_refused_unless_accepted(tmp_path, capsys):
 
 def test_accept_short_video_goes_with_video(tmp_path, capsys):
     config = write_config(tmp_path)
-    assert_one_error(*call(capsys, test_script, config, "--accept-short-video")[::2], "go with --video PATH")
+    assert_one_error(*call(capsys, test_script, config, "--accept-short-video")[::2], "--accept-short-video goes with --video")
     assert_one_error(*call(capsys, train_script, config, "--accept-short-video")[::2], "goes with --videos DIR")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.cfg"]
 

@@ -266,7 +266,7 @@ def _bad_inputs(tmp_path):
         "model folder": (["--video", tmp_path / "fine.avi", "--model", tmp_path / "empty"],
                          f"--model {tmp_path / 'empty'} holds no trained model"),
         "options without --video": (["--fps", "10"],
-                                    "--labels, --fps and --accept-short-video go with --video PATH"),
+                                    "--fps goes with --video or --calibrate"),
     }
 
 

@@ -59,11 +59,6 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
-def local_rank() -> int:
-    """This process's number on its machine (its GPU), from torchrun's LOCAL_RANK."""
-    return int(os.environ.get("LOCAL_RANK", "0")) if active() else 0
-
-
 def is_main() -> bool:
     """Rank 0: the process that writes the shared files and prints."""
     return rank() == 0

@@ -13,7 +13,6 @@ from utils.io import load_state_dict_file
 from utils.precision import autocast, check_precision
 from utils.weights import WEIGHTS, check_before_use, missing_hint
 
-CHECKPOINT_URL = WEIGHTS["flownet2"].page
 DEFAULT_CHECKPOINT = WEIGHTS["flownet2"].default_path
 
 

@@ -13,9 +13,7 @@ from torchvision.models.optical_flow import raft_large
 from utils.errors import VECError
 from utils.flow.base import FlowBackend
 from utils.io import load_torch_file
-from utils.weights import WEIGHTS, check_before_use, missing_hint
-
-WEIGHTS_URL = WEIGHTS["raft"].url
+from utils.weights import check_before_use, missing_hint
 
 
 class RaftFlow(FlowBackend):

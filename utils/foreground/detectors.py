@@ -20,7 +20,6 @@ from utils.weights import WEIGHTS, check_before_use, missing_hint
 Detector = Callable[[Sequence[np.ndarray]], list]
 
 CHECKPOINT_NAME = WEIGHTS["cascade_rcnn"].filename
-CHECKPOINT_URL = WEIGHTS["cascade_rcnn"].url
 
 
 def load_cascade_rcnn(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> CascadeRCNN:

@@ -59,7 +59,3 @@ def frames_needed(segment: Segment, i: int, cloze: ClozeConfig) -> dict[str, lis
             "pairs": [segment.flow_pair(j) for j in flow_frames],
             "boxes": segment.context(i, BOX_CONTEXT, "hard")}
 
-
-def all_frames(needed: dict[str, list]) -> set[int]:
-    """Every index of `frames_needed`'s answer."""
-    return {*needed["raw"], *needed["boxes"], *(j for pair in needed["pairs"] for j in pair)}
