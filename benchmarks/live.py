@@ -3,7 +3,7 @@
     python benchmarks/live.py [--device cpu|cuda] [--nf 8 32] [--fps 25] [--seconds 20] [--clip VIDEO]
 
 A clip (default: a test video of the built-in synthetic dataset, 240x160 with walkers and one
-anomaly) is served by utils/live/mjpeg_server.py as a camera at --fps frames per second for
+anomaly) is served by support/mjpeg_server.py as a camera at --fps frames per second for
 --seconds; `utils.live.run_session` (what `test.py --live URL` runs) watches it over HTTP with
 its reader thread, ring, stride and alarms, and each row reports, for one cloze network size nf:
 
@@ -17,7 +17,7 @@ The pipeline is the one `--live` builds from config.cfg, with the stages of the 
 
 - cpu: DIS flow + motion boxes (the synthetic dataset's settings: flow_method = dis, detector = none);
 - cuda: FlowNet2 + Cascade R-CNN + motion boxes (the paper's), with det_fill stand-in weights
-  (utils/stand_in_weights.py; no checkpoint is needed), so speed only.
+  (support/stand_in_weights.py; no checkpoint is needed), so speed only.
 
 The cloze networks have random weights and made-up training statistics: the time to score a
 frame does not depend on them (the number of boxes does, and comes from the clip). Runs on a
@@ -40,15 +40,16 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 
+from support.mjpeg_server import PacedMJPEGServer, encode_jpegs  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.datasets import generate_synthetic  # noqa: E402
+from utils.errors import VECError  # noqa: E402
 from utils.live import run_session  # noqa: E402
-from utils.live.scorer import live_threads  # noqa: E402
-from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs, read_video_frames  # noqa: E402
-from utils.live.scorer import FrameScorer  # noqa: E402
+from utils.live.scorer import FrameScorer, live_threads  # noqa: E402
 from utils.live.source import open_capture, parse_source  # noqa: E402
 from utils.live.status import Terminal  # noqa: E402
 from utils.trained_model import TrainedBlocks, make_network  # noqa: E402
+from utils.video_frames import read_video_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"cpu": "DIS flow + motion boxes", "cuda": "FlowNet2 + Cascade R-CNN + motion boxes, stand-in weights"}
@@ -58,7 +59,10 @@ def clip_frames(path: str | None, work: Path) -> list[np.ndarray]:
     if path is None:
         root = generate_synthetic(work / "synthetic", seed=0, n_train=0, n_test=1, n_frames=120, progress=False)
         return [cv2.imread(str(p)) for p in sorted((root / "Test" / "Test001").glob("*.tif"))]
-    frames = read_video_frames(path)
+    try:
+        frames = read_video_frames(path)
+    except VECError as err:
+        sys.exit(f"error: {err}")
     if not frames:
         sys.exit(f"error: {path} gives no frame")
     return frames
@@ -78,7 +82,7 @@ def scorer_for(device: str, nf: int):
         return cfg, FrameScorer.from_config(cfg, stand_in_model(cfg), device)
     from FlowNet2_src import FlowNet2
     from models.cascade_rcnn import CascadeRCNN
-    from utils.stand_in_weights import det_fill
+    from support.stand_in_weights import det_fill
     from utils.flow.flownet2 import FlowNet2Flow
     from utils.foreground import CascadeRCNNDetector
 

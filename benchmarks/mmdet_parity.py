@@ -5,7 +5,7 @@
 
 With mmdet installed (requirements-mmdet.txt), this checks the mmdet adapter and this
 project's pure-PyTorch detector against each other: per frame, the number of detections,
-how many pair up one to one (utils/box_matching.py: same boxes as sets, not by rank) and the
+how many pair up one to one (support/box_matching.py: same boxes as sets, not by rank) and the
 largest box and score differences of the pairs, and each detector's seconds per frame.
 Prints one line per frame, then the mean times and their ratio (one run, same machine).
 (`python benchmarks/mmdet_parity.py ...` runs the same.)
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.harness import timed  # noqa: E402
-from utils.box_matching import match_boxes  # noqa: E402
+from support.box_matching import match_boxes  # noqa: E402
 from utils.datasets import read_image  # noqa: E402
 from utils.errors import VECError  # noqa: E402
 from utils.foreground import CascadeRCNNDetector, MMDetDetector  # noqa: E402

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from support.stand_in_weights import det_fill
 from utils.errors import VECError
 from utils.precision import check_precision
-from utils.stand_in_weights import det_fill
 
 STAND_IN = "det_fill stand-in weights (no checkpoint needed): speed only, not accuracy"
 

@@ -12,7 +12,7 @@ float32 out), on the inputs and weights of the parity tests:
   on the same device, mean and max over pixels, and the fp32 flow's mean magnitude for scale;
 - Cascade R-CNN on tests/data/cascade_rcnn.npz's input (det_fill weights, score_thr 0, as
   tests/test_cascade_rcnn.py): detections matched one to one to the fp32 detections (linear
-  assignment on IoU, same label, IoU >= 0.5, utils/box_matching.py), mean / min IoU of the
+  assignment on IoU, same label, IoU >= 0.5, support/box_matching.py), mean / min IoU of the
   pairs, max box and score differences of the pairs, boxes left unmatched on either side;
   end to end, then the RPN's proposals alone, then the cascade alone on fp32 features and
   proposals (which part of the difference comes from where).
@@ -37,7 +37,7 @@ from benchmarks.harness import timed  # noqa: E402
 from benchmarks.networks import usable_precisions, with_stand_in_weights  # noqa: E402
 from FlowNet2_src import FlowNet2  # noqa: E402
 from models import CascadeRCNN  # noqa: E402
-from utils.box_matching import match_boxes  # noqa: E402
+from support.box_matching import match_boxes  # noqa: E402
 from utils.precision import autocast  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"  # the parity tests' golden inputs

@@ -188,7 +188,7 @@ def cascade_golden():
     """Cascade R-CNN R101-FPN in eval mode with det_fill weights, as the golden vectors were made.
     Shared by the tests of the session: use it, never change its weights or mode."""
     from models import CascadeRCNN
-    from utils.stand_in_weights import det_fill
+    from support.stand_in_weights import det_fill
 
     model = CascadeRCNN()
     model.load_state_dict(det_fill(model.state_dict()))
@@ -209,7 +209,7 @@ def flownet2_golden():
     Built on the meta device, its det_fill tensors then assigned: no random initialisation of 162 M weights
     to overwrite (FlowNet2 has no state outside its state dict)."""
     from FlowNet2_src import FlowNet2
-    from utils.stand_in_weights import det_fill
+    from support.stand_in_weights import det_fill
 
     with torch.device("meta"):
         model = FlowNet2()

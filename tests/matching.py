@@ -1,4 +1,4 @@
-"""Assert that two detection lists hold the same boxes up to float noise (utils/box_matching.py pairs them).
+"""Assert that two detection lists hold the same boxes up to float noise (support/box_matching.py pairs them).
 
 `assert_same_boxes` requires that all but `max_unmatched` boxes of each list are paired, that
 paired boxes agree within `box_atol` pixels, and that the order of the paired boxes is the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.box_matching import Matching, as_boxes, match_boxes
+from support.box_matching import Matching, as_boxes, match_boxes
 
 
 def assert_same_boxes(actual_boxes, expected_boxes, actual_scores=None, expected_scores=None, actual_labels=None,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.stand_in_weights import det_fill
-from utils.box_matching import match_boxes
+from support.box_matching import match_boxes
+from support.stand_in_weights import det_fill
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,4 +1,5 @@
-"""The code's layering, read from its source: the networks stand alone, and no modules import each other in a circle.
+"""The code's layering, read from its source: the networks stand alone, the library keeps clear of what only the
+tests and benchmarks use, and no modules import each other in a circle.
 
 Every import statement counts, also those inside functions and `importlib.import_module("...")` calls
 with a literal name: a lazy import still ties the two modules together.
@@ -13,9 +14,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # The repository's own code: these packages and the entry scripts at the top (calc_img_inputs.py, train.py, ...).
-PACKAGES = ("FlowNet2_src", "models", "utils", "benchmarks")
+PACKAGES = ("FlowNet2_src", "models", "utils", "benchmarks", "support")
 # Plain torch.nn: they may import each other, the standard library and third-party packages, nothing else of ours.
 NETWORK_PACKAGES = ("FlowNet2_src", "models")
+# The library (these packages and the entry scripts) runs without what the tests and benchmarks keep for themselves.
+LIBRARY_PACKAGES = ("FlowNet2_src", "models", "utils")
+NOT_LIBRARY = ("support", "tests", "benchmarks")
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -72,18 +76,35 @@ def import_graph(root: Path) -> dict[str, set[str]]:
     return graph
 
 
+def forbidden_imports(root: Path, importers: set[str], forbidden: set[str]) -> list[str]:
+    """`file:line imports name` for each import, by one of the modules `importers`, of a module whose top-level
+    package (or script) is in `forbidden`."""
+    violations = []
+    for module, path in module_files(root).items():
+        if module not in importers:
+            continue
+        for line, base, _ in imports_of(path, module):
+            if base.split(".")[0] in forbidden:
+                violations.append(f"{path.relative_to(root)}:{line} imports {base}")
+    return violations
+
+
 def network_violations(root: Path) -> list[str]:
     """Imports in FlowNet2_src/ and models/ of anything of ours that is not a network package."""
     ours = set(PACKAGES) | {"tests"} | {path.stem for path in root.glob("*.py")}
-    violations = []
-    for module, path in module_files(root).items():
-        if module.split(".")[0] not in NETWORK_PACKAGES:
-            continue
-        for line, base, _ in imports_of(path, module):
-            top = base.split(".")[0]
-            if top in ours and top not in NETWORK_PACKAGES:
-                violations.append(f"{path.relative_to(root)}:{line} imports {base}")
-    return violations
+    networks = {module for module in module_files(root) if module.split(".")[0] in NETWORK_PACKAGES}
+    return forbidden_imports(root, networks, ours - set(NETWORK_PACKAGES))
+
+
+def library_modules(root: Path) -> set[str]:
+    """The modules of utils/, models/, FlowNet2_src/ and the entry scripts at the top."""
+    return {module for module, path in module_files(root).items()
+            if module.split(".")[0] in LIBRARY_PACKAGES or path.parent == root}
+
+
+def library_violations(root: Path) -> list[str]:
+    """Imports in the library of support/, tests/ or benchmarks/."""
+    return forbidden_imports(root, library_modules(root), set(NOT_LIBRARY))
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -97,6 +118,14 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_networks_import_nothing_from_the_rest_of_the_code():
     assert network_violations(ROOT) == []
+
+
+def test_the_library_imports_nothing_of_the_tests_benchmarks_or_support():
+    library = library_modules(ROOT)
+    # It reads the whole library and nothing else: else an empty set would pass.
+    assert {"train", "test", "calc_img_inputs", "utils.video_frames", "models", "FlowNet2_src.flownet2"} <= library
+    assert not any(module.split(".")[0] in NOT_LIBRARY for module in library)
+    assert library_violations(ROOT) == []
 
 
 def test_no_import_cycles():
@@ -117,12 +146,16 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 BASE = {"train.py": "from utils.pipeline import run\n", "utils/__init__.py": "", "utils/pipeline.py": "import models\n",
         "models/__init__.py": "from models.net import Net\n", "models/net.py": "import torch\n",
-        "FlowNet2_src/__init__.py": "from .flownet2 import FlowNet2\n", "FlowNet2_src/flownet2.py": "import torch\n"}
+        "FlowNet2_src/__init__.py": "from .flownet2 import FlowNet2\n", "FlowNet2_src/flownet2.py": "import torch\n",
+        # support and benchmarks may use the library and each other; the tests may use all of it
+        "support/__init__.py": "", "support/camera.py": "from utils.pipeline import run\n",
+        "benchmarks/__init__.py": "", "benchmarks/speed.py": "from support.camera import serve\nimport train\n",
+        "tests/test_camera.py": "from support import camera\nfrom benchmarks import speed\n"}
 
 
 def test_the_checks_see_a_clean_tree_as_clean(tmp_path):
     root = _write(tmp_path, BASE)
-    assert network_violations(root) == [] and find_cycle(import_graph(root)) is None
+    assert network_violations(root) == [] and library_violations(root) == [] and find_cycle(import_graph(root)) is None
     assert import_graph(root)["FlowNet2_src"] == {"FlowNet2_src.flownet2"}  # relative import resolved
 
 
@@ -134,6 +167,19 @@ def test_the_checks_see_a_clean_tree_as_clean(tmp_path):
 def test_a_network_importing_the_application_is_caught(tmp_path, line, imported):
     root = _write(tmp_path, {**BASE, "models/net.py": f"import torch\n\n\ndef build():\n    {line}\n"})
     assert network_violations(root) == [f"models/net.py:5 imports {imported}"]
+
+
+@pytest.mark.parametrize("file, line, imported", [
+    ("utils/pipeline.py", "from support.camera import serve", "support.camera"),
+    ("utils/pipeline.py", "import support", "support"),
+    ("utils/pipeline.py", "from tests.test_camera import clip", "tests.test_camera"),
+    ("utils/pipeline.py", "importlib.import_module('benchmarks.speed')", "benchmarks.speed"),
+    ("train.py", "from support import camera", "support"),  # an entry script
+    ("FlowNet2_src/flownet2.py", "from benchmarks import speed", "benchmarks"),
+])
+def test_the_library_importing_support_tests_or_benchmarks_is_caught(tmp_path, file, line, imported):
+    root = _write(tmp_path, {**BASE, file: f"import torch\n\n\ndef build():\n    {line}\n"})
+    assert library_violations(root) == [f"{file}:5 imports {imported}"]
 
 
 @pytest.mark.parametrize("files, cycle", [

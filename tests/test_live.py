@@ -2,7 +2,7 @@
 
 A tiny model (nf 2, one epoch) is trained on the small synthetic dataset; the clips are
 an unseen normal video of the same scene and that video with an injected anomaly. The
-server (utils/live/mjpeg_server.py) sends JPEGs; the offline reference is `test.py --video`
+server (support/mjpeg_server.py) sends JPEGs; the offline reference is `test.py --video`
 on a raw MJPEG file of the very same JPEGs, which FFmpeg decodes with the same decoder as
 the stream, so both see the same pixels. The paces are set from the speed measured on this
 machine (the calibration scores every frame), so "slow" leaves the scorer time for every
@@ -22,6 +22,7 @@ import pytest
 
 import test as vec_test
 import train
+from support.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from tests.conftest import write_config
 from utils.datasets import context_range, generate_synthetic
 from utils.errors import VECError
@@ -29,7 +30,6 @@ from utils.flow import flow_pair
 from utils.live.alarms import AlarmTracker, count_events
 from utils.live.calibrate import choose_threshold
 from utils.live.context import Segment
-from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from utils.live.ring import Arrival, StreamEnded, StreamRing
 from utils.live.ring import RING_FRAMES
 from utils.own_video.source import folder_key

@@ -1,7 +1,7 @@
 """`test.py --live` and `--calibrate` against hostile cameras and damaged files: a bounded run, one
 clear line, no traceback, nothing misleading left on disk.
 
-The cameras are utils/live/mjpeg_server.py on 127.0.0.1 serving crafted JPEGs (broken, cut in
+The cameras are support/mjpeg_server.py on 127.0.0.1 serving crafted JPEGs (broken, cut in
 half, changing size, huge); the model is tests/test_live.py's tiny one on the synthetic scene.
 """
 import json
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import test as vec_test
+from support.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from tests.test_live import trained  # noqa: F401  (the module's model and clips)
 from utils.io import sha256_file
 from utils.live.calibrate import MIN_FRAMES_WITH_BOXES, calibration_path
-from utils.live.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from utils.live.source import BROKEN_IN_A_ROW, MAX_FRAME_PIXELS, decode_jpeg, mask_credentials, parse_source
 from utils.own_video.source import NAME_BYTES
 

@@ -1,10 +1,10 @@
-"""The set comparison of box lists (utils/box_matching.py, tests/matching.py) accepts float noise and
+"""The set comparison of box lists (support/box_matching.py, tests/matching.py) accepts float noise and
 near-tie swaps, and nothing more."""
 import numpy as np
 import pytest
 
+from support.box_matching import match_boxes
 from tests.matching import assert_same_boxes
-from utils.box_matching import match_boxes
 
 BOXES = np.array([[10, 10, 50, 60], [100, 20, 140, 90], [0, 200, 0, 240], [30, 5, 30.13, 5.84], [60, 60, 90, 80]],
                  np.float32)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import SelfCompleteNet4, SelfCompleteNetFull, strip_data_parallel_prefix
-from utils.stand_in_weights import det_fill
+from support.stand_in_weights import det_fill
 
 DATA = Path(__file__).parent / "data"
 MANIFEST = json.loads((DATA / "selfcomplete_manifest.json").read_text())

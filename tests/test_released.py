@@ -279,7 +279,7 @@ def test_a_model_trained_by_the_reference_scores_as_the_reference_test_py(tmp_pa
     test.py's formula applied to the reference network's own outputs (the golden vectors)."""
     from utils.cloze_steps import ErrorStep
     from utils.scoring import block_statistics, frame_scores, normalised_scores
-    from utils.stand_in_weights import det_fill
+    from support.stand_in_weights import det_fill
     from utils.trained_model import load_trained, make_network
 
     data = np.load(DATA / golden)

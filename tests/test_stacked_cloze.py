@@ -16,7 +16,7 @@ from models import SelfCompleteNet4, SelfCompleteNetFull, strip_data_parallel_pr
 from models.stacked_cloze import (Auto, Grouped, Sequential, StackedClozeNet, StackedSelfCompleteNet4,
                                    StackedSelfCompleteNetFull, Streams, Threads, fused_forward_backward)
 from models.stacked_cloze.stack import cat_per_unet
-from utils.stand_in_weights import det_fill
+from support.stand_in_weights import det_fill
 from utils.cloze_steps import TrainStep
 
 DATA = Path(__file__).parent / "data"

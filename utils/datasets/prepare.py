@@ -30,21 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-# FFmpeg prints its own complaints on stderr; a video OpenCV cannot decode is reported here, in one line.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import cv2
+import numpy as np
+from tqdm import tqdm
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from utils.datasets.archives import extract, fingerprint, index_archive  # noqa: E402
-from utils.datasets.layouts import open_split  # noqa: E402
-from utils.datasets.sources import PNG_SHARE, DatasetSource  # noqa: E402
-from utils.datasets.split import VideoSplit  # noqa: E402
-from utils.download import TIMEOUT_S, check_free_space, download, one_line  # noqa: E402
-from utils.errors import VECError, VECWarning  # noqa: E402
-from utils.io import atomic_dir, make_dirs, remove_empty_folders, sha256_file, write_json  # noqa: E402
-from utils.run_lock import run_lock  # noqa: E402
+from utils.datasets.archives import extract, fingerprint, index_archive
+from utils.datasets.layouts import open_split
+from utils.datasets.sources import PNG_SHARE, DatasetSource
+from utils.datasets.split import VideoSplit
+from utils.download import TIMEOUT_S, check_free_space, download, one_line
+from utils.errors import VECError, VECWarning
+from utils.io import atomic_dir, make_dirs, remove_empty_folders, sha256_file, write_json
+from utils.run_lock import run_lock
+from utils.video_frames import VideoFile, declared_properties
 
 PREPARED_FILE = "prepared.json"  # in raw_datasets/<name>/ once it is complete
 DOWNLOADS = "downloads"  # below raw_datasets/: the archives `fetch` downloads
@@ -379,37 +377,26 @@ class _Decoder:
 
 def _frame_estimate(video: Path) -> tuple[int, int, int]:
     """(frames, height, width) as the container states them (for the free-space check)."""
-    capture = cv2.VideoCapture(str(video))
-    try:
-        if not capture.isOpened():
-            raise VECError(f"OpenCV cannot open {video} (a damaged archive?); download the archive again")
-        return (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
-    finally:
-        capture.release()
+    declared = declared_properties(video, cannot_open=f"OpenCV cannot open {video} (a damaged archive?); "
+                                   "download the archive again")
+    return declared.frames or 0, declared.height, declared.width
 
 
 def _decode(video: Path, target: Path, width: int, bar: tqdm) -> int:
-    with atomic_dir(target) as partial:
-        capture = cv2.VideoCapture(str(video))
+    # _frame_estimate opened it: one that no longer opens gives no frames, which is an error below.
+    with atomic_dir(target) as partial, VideoFile(video, must_open=False) as clip:
         count = 0
-        try:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                path = partial / f"{count:0{width}d}.png"
-                try:
-                    written = cv2.imwrite(str(path), frame)
-                except cv2.error:
-                    written = False
-                if not written:
-                    raise VECError(f"cannot write {path} (is the disk full?); free some space and run the "
-                                   "command again to continue")
-                count += 1
-                bar.update(1)
-        finally:
-            capture.release()
+        for frame in clip.frames():
+            path = partial / f"{count:0{width}d}.png"
+            try:
+                written = cv2.imwrite(str(path), frame)
+            except cv2.error:
+                written = False
+            if not written:
+                raise VECError(f"cannot write {path} (is the disk full?); free some space and run the "
+                               "command again to continue")
+            count += 1
+            bar.update(1)
         if count == 0:
             raise VECError(f"OpenCV decodes no frame of {video} (a damaged archive?); download the archive again")
         if count > 10**width:  # more frames than the width holds: widen every name so they sort

@@ -10,7 +10,6 @@
     outputs.py       results/live/<name>/: scores.csv, events.jsonl, event images, run.json
     status.py        the terminal's lines and status line; delay statistics
     session.py       watch, run_session: the live run start to end
-    mjpeg_server.py  a paced MJPEG server (tests, benchmarks, trying --live without a camera)
 
 docs/live.md is the user's guide.
 """

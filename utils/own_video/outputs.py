@@ -21,6 +21,7 @@ from utils.cubes import ceil_box
 from utils.errors import VECError
 from utils.io import atomic_file, free_space_note, make_dirs
 from utils.scoring import NO_BOX_SCORE
+from utils.video_frames import declared_properties
 
 
 def normalise_scores(scores: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -142,11 +143,7 @@ def write_annotated_video(path: Path, frame_paths: list[Path], fps: float, norma
 
 def _check_written(video: str, n_frames: int, path: Path) -> None:
     """OpenCV's writer reports no failed write (a full disk gives a cut file): read the count back."""
-    capture = cv2.VideoCapture(video)
-    try:
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    finally:
-        capture.release()
+    count = declared_properties(video, must_open=False).frames or 0
     if count != n_frames:
         raise VECError(f"cannot write {path}: OpenCV's video writer wrote a file with {count} of {n_frames} frames "
                        f"({free_space_note(path.parent)}); make room or check the folder and rerun")

@@ -12,9 +12,8 @@ Nothing here holds a whole video in memory: frames are decoded and written one a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import math
-import os
 import re
 import sys
 import unicodedata
@@ -23,18 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-# FFmpeg prints its own complaints ("moov atom not found") on stderr when OpenCV probes a
-# file that is not a video; this code reports such files itself, in one line. OpenCV reads
-# the setting when it first opens a video, so setting it here (before any capture) works.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import cv2
+import numpy as np
+from tqdm import tqdm
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from utils.datasets.split import VideoSplit  # noqa: E402
-from utils.errors import VECError, VECWarning  # noqa: E402
-from utils.io import atomic_dir, sha256_file, user_error_for, write_json  # noqa: E402
+from utils.datasets.split import VideoSplit
+from utils.errors import VECError, VECWarning
+from utils.io import atomic_dir, sha256_file, user_error_for, write_json
+from utils.video_frames import VideoFile, declared_properties, iter_video_frames
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 FRAME_NAME = "{:08d}.png"  # extracted frames: lossless, sorted by name = sorted by time
@@ -116,16 +111,9 @@ def probe_source(path: Path, min_frames: int) -> VideoSource:
         if cv2.imread(str(files[0])) is None:
             raise VECError(f"frame {files[0]} cannot be read as an image; replace or remove it")
         return VideoSource(path.resolve(), clean_name(path), tuple(files))
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise VECError(f"{path} is neither a video OpenCV can decode nor a folder of frames "
-                           "(convert it to .mp4 or .avi, or pass a folder of frames)")
-        decoded = 0
-        while decoded < min_frames and capture.read()[0]:
-            decoded += 1
-    finally:
-        capture.release()
+    with VideoFile(path, cannot_open=f"{path} is neither a video OpenCV can decode nor a folder of frames "
+                   "(convert it to .mp4 or .avi, or pass a folder of frames)") as video:
+        decoded = sum(1 for _ in itertools.islice(video.frames(), min_frames))
     if decoded == 0:
         raise VECError(f"{path}: OpenCV opens the file but cannot decode a frame of it (corrupt file or "
                        "unsupported codec); convert it to .mp4 or .avi, or pass a folder of frames")
@@ -155,15 +143,8 @@ def iter_source_frames(source: VideoSource) -> Iterator[np.ndarray]:
                 raise VECError(f"frame {file} cannot be read as an image; replace or remove it")
             yield frame
         return
-    capture = cv2.VideoCapture(str(source.path))
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield frame
-    finally:
-        capture.release()
+    # Probed already: a file that no longer opens gives no frames, and extract_frames says it has too few.
+    yield from iter_video_frames(source.path, must_open=False)
 
 
 def container_properties(source: VideoSource) -> tuple[float | None, int | None]:
@@ -171,17 +152,13 @@ def container_properties(source: VideoSource) -> tuple[float | None, int | None]
     declares none (or a rate no video can be written with). A folder: (None, its number of files)."""
     if source.is_folder:
         return None, len(source.frame_files)
-    capture = cv2.VideoCapture(str(source.path))
-    try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-    finally:
-        capture.release()
-    if math.isfinite(fps) and fps > 0 and not MIN_FPS <= fps <= MAX_FPS:
+    declared = declared_properties(source.path, must_open=False)
+    fps = declared.fps
+    if fps is not None and not MIN_FPS <= fps <= MAX_FPS:
         warnings.warn(f"{source.path} declares {fps:g} frames per second, outside {MIN_FPS:g}…{MAX_FPS:g}; "
                       "its results use --fps instead", VECWarning, stacklevel=2)
-    fps = fps if math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS else None
-    return fps, int(count) if math.isfinite(count) and count > 0 else None
+        fps = None
+    return fps, declared.frames
 
 
 def read_frames_info(frames_dir: Path) -> dict | None:

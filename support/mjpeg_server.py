@@ -2,7 +2,7 @@
 
 For trying `test.py --live` without a camera, and for the tests and benchmarks/live.py:
 
-    python -m utils.live.mjpeg_server clip.mp4 [--fps 25] [--port 8080] [--loop]
+    python -m support.mjpeg_server clip.mp4 [--fps 25] [--port 8080] [--loop]
     python test.py --live http://127.0.0.1:8080/video.mjpg
 
 Each connection gets the frames from where the previous one stopped (the first from frame
@@ -14,12 +14,15 @@ connections and stops serving by itself.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+
+import cv2
+
+from utils.errors import VECError
+from utils.video_frames import declared_properties, read_video_frames
 
 BOUNDARY = b"frame"
 
@@ -97,8 +100,6 @@ class PacedMJPEGServer:
 
 
 def encode_jpegs(frames, quality: int = 90) -> list[bytes]:
-    import cv2
-
     jpegs = []
     for frame in frames:
         ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -106,21 +107,6 @@ def encode_jpegs(frames, quality: int = 90) -> list[bytes]:
             raise ValueError("a frame cannot be encoded as JPEG")
         jpegs.append(data.tobytes())
     return jpegs
-
-
-def read_video_frames(path: str | Path) -> list:
-    """Every frame OpenCV decodes from `path`, in memory (empty when it decodes none)."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(Path(path).expanduser()))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,13 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
     args = parser.parse_args(argv)
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    import cv2
-
-    capture = cv2.VideoCapture(str(Path(args.video).expanduser()))
-    fps = args.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
-    capture.release()
-    frames = read_video_frames(args.video)
+    try:
+        fps = args.fps or declared_properties(args.video).fps or 25.0
+        frames = read_video_frames(args.video)
+    except VECError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not frames:
         print(f"error: {args.video} gives no frame", file=sys.stderr)
         return 2
