@@ -92,43 +92,40 @@ class ReleasedSet:
         return f"python -m utils.weights fetch {self.name}"
 
 
-def _model_set(dataset: str, variant: str, auroc: str, blobs: tuple[str, str, str], folder_dataset: str = "") -> ReleasedSet:
-    folder = f"data/raw2flow/{folder_dataset or dataset}_model_{variant}_auc{auroc}"
-    stem = f"{dataset}_{{}}_obj_det_with_motion_SelfComplete.npy"
-    files = tuple(ReleasedFile(f"{folder}/{stem.format(kind)}", blob)
-                  for kind, blob in zip(("model", "raw_training_scores", "of_training_scores"), blobs))
+# The reference's released files: per model set its dataset, variant and released AUROC (as in its folder's
+# name), then the git blob SHA-1 of its model, raw and flow training-score files; per box set the SHA-1 of the
+# train and test box files. The values are `git ls-tree -r` of MODELS_COMMIT and BOXES_COMMIT.
+_MODEL_BLOBS = (
+    ("UCSDped2", "5raw5of", "0.973", "4946cee85108d3eca400b49b42cf89e0f1dd823b aa44d21b0db784205ab5be1133bfb0c0fb5a9a7a 14bb5a69b8aedd2f4721bef5ac2ecddbffd9524c"),
+    ("UCSDped2", "5raw1of", "0.969", "aee7d28af74ece87d1795f72dd4c4eb3db69c88f 889332150402ec66021ce70164f27fc98f2d0a63 e756327e41d3e123a834b6a3036967ebe43e3c56"),
+    ("avenue", "5raw5of", "0.896", "613cab2fec8dd9fd3bec73e187974e236f72ecc7 15bb5be5702937d02c47a187ca4074ae909af319 0477b01baedd6eefda8cd5952239be9d325b408d"),
+    ("avenue", "5raw1of", "0.902", "e51016d3ce98c863d68ad172417f3af515f49a32 3acd6a6239d357e5dc8a724d8a6e29bb7b500383 6b1cc5dfc6ca14ffc5c0db8de8a6afced95db96e"),
+    ("ShanghaiTech", "5raw5of", "0.748", "8c9f2465c2c10952f449326a98b7d1c13b086f25 38702b918838fa18480f343aaa9ddcdd20cce97d 2aa745e233114239e3225c781573739f831de9b4"),
+)
+_BOX_BLOBS = (
+    ("UCSDped2", "ae5591514202254040340a936755a52db7218154 0add0bd4d5afb57aea229c160b51fe904ed99047"),
+    ("avenue", "ee345b4854c12f626b6dfd2e5e525bd8a24391b0 7a97358443784e56e236e6dced03bd1062fdcc23"),
+    ("ShanghaiTech", "b73771be45ae0909cc10b38eb73c3ea4bf3137cf 2ce7c1da91a1e528aeb71f5d86d05b290d8cf52a"),
+)
+_FOLDER_SPELLING = {"ShanghaiTech": "shanghaiTech"}  # the reference spells this model folder in lower case
+
+
+def _model_set(dataset: str, variant: str, auroc: str, blobs: str) -> ReleasedSet:
+    folder = f"data/raw2flow/{_FOLDER_SPELLING.get(dataset, dataset)}_model_{variant}_auc{auroc}"
+    kinds = ("model", "raw_training_scores", "of_training_scores")
+    files = tuple(ReleasedFile(f"{folder}/{dataset}_{kind}_obj_det_with_motion_SelfComplete.npy", blob)
+                  for kind, blob in zip(kinds, blobs.split()))
     return ReleasedSet(f"vec_{dataset}_{variant}", "model", dataset, MODELS_COMMIT, files, variant, float(auroc))
 
 
-def _box_set(dataset: str, train_blob: str, test_blob: str) -> ReleasedSet:
+def _box_set(dataset: str, blobs: str) -> ReleasedSet:
     files = tuple(ReleasedFile(f"raw_datasets/{dataset}/bboxes_{split}_obj_det_with_motion.npy", blob)
-                  for split, blob in (("train", train_blob), ("test", test_blob)))
+                  for split, blob in zip(("train", "test"), blobs.split()))
     return ReleasedSet(f"boxes_{dataset}", "boxes", dataset, BOXES_COMMIT, files)
 
 
-RELEASED: dict[str, ReleasedSet] = {
-    s.name: s for s in (
-        _model_set("UCSDped2", "5raw5of", "0.973", ("4946cee85108d3eca400b49b42cf89e0f1dd823b",
-                                                    "aa44d21b0db784205ab5be1133bfb0c0fb5a9a7a",
-                                                    "14bb5a69b8aedd2f4721bef5ac2ecddbffd9524c")),
-        _model_set("UCSDped2", "5raw1of", "0.969", ("aee7d28af74ece87d1795f72dd4c4eb3db69c88f",
-                                                    "889332150402ec66021ce70164f27fc98f2d0a63",
-                                                    "e756327e41d3e123a834b6a3036967ebe43e3c56")),
-        _model_set("avenue", "5raw5of", "0.896", ("613cab2fec8dd9fd3bec73e187974e236f72ecc7",
-                                                  "15bb5be5702937d02c47a187ca4074ae909af319",
-                                                  "0477b01baedd6eefda8cd5952239be9d325b408d")),
-        _model_set("avenue", "5raw1of", "0.902", ("e51016d3ce98c863d68ad172417f3af515f49a32",
-                                                  "3acd6a6239d357e5dc8a724d8a6e29bb7b500383",
-                                                  "6b1cc5dfc6ca14ffc5c0db8de8a6afced95db96e")),
-        _model_set("ShanghaiTech", "5raw5of", "0.748", ("8c9f2465c2c10952f449326a98b7d1c13b086f25",
-                                                        "38702b918838fa18480f343aaa9ddcdd20cce97d",
-                                                        "2aa745e233114239e3225c781573739f831de9b4"),
-                   folder_dataset="shanghaiTech"),  # the reference spells this folder in lower case
-        _box_set("UCSDped2", "ae5591514202254040340a936755a52db7218154", "0add0bd4d5afb57aea229c160b51fe904ed99047"),
-        _box_set("avenue", "ee345b4854c12f626b6dfd2e5e525bd8a24391b0", "7a97358443784e56e236e6dced03bd1062fdcc23"),
-        _box_set("ShanghaiTech", "b73771be45ae0909cc10b38eb73c3ea4bf3137cf", "2ce7c1da91a1e528aeb71f5d86d05b290d8cf52a"),
-    )
-}
+RELEASED: dict[str, ReleasedSet] = {s.name: s for s in (*(_model_set(*row) for row in _MODEL_BLOBS),
+                                                         *(_box_set(*row) for row in _BOX_BLOBS))}
 
 
 def git_blob_sha1(path: Path, chunk_bytes: int = 1 << 20) -> str:
