@@ -85,18 +85,12 @@ smoothing: temporally smoothed scores give an extra, labelled number; it never r
 """
 
 
-# ----------------------------------------------------------------- RBDC / TBDC
-
-
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """Frame-level average precision, anomalous frames (label 1) as the positive class."""
     scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).ravel()
     if not np.any(labels == 1):
         raise ValueError("average precision is undefined without anomalous frames")
     return float(average_precision_score(labels == 1, scores))
-
-
-# ----------------------------------------------------------------- pixel level
 
 
 def smooth_scores(scores: np.ndarray, frame_video_idx: np.ndarray, sigma: float,
