@@ -4,6 +4,7 @@ from pathlib import Path
 
 from utils.cli import run_script
 from utils.errors import VECError
+from utils.metrics.table import summary_line
 from utils.pipeline import run_testing
 
 
@@ -28,10 +29,7 @@ def run(cfg, args):
     report = run_testing(cfg, None if args.model is None else Path(args.model), released)
     print(f"results in {report['results_dir']}: metrics.json, per_video.csv, frame_scores.npy, plots")
     print(f"report: {report['results_dir']}/report.html")
-    extra = "".join(f", {name} {report[key]:.4f}" for key, name in (("pixel_auroc", "pixel AUROC"), ("rbdc", "RBDC"),
-                                                                    ("tbdc", "TBDC")) if report.get(key) is not None)
-    print(f"{report['n_frames']} test frames, {report['n_cubes']} cubes; macro AUROC {report['auroc_macro']:.4f}, "
-          f"AP {report['average_precision']:.4f}, EER {report['eer']:.4f}{extra}")
+    print(summary_line(report))
     compared = (f" (released model {released.name}: {released.released_auroc:.3f} as released, "
                 f"{released.paper_auroc:.3f} in the paper)" if released is not None else "")
     print(f"frame-level AUROC (micro) on {report['dataset']}: {report['auroc_micro']:.4f}{compared}")

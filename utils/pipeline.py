@@ -23,15 +23,12 @@ from utils import distributed
 from utils.config import RunConfig, resolve_device
 from utils.cubes import CubeStore
 from utils.datasets import VideoSplit
-from utils.datasets.regions import REGION_FOLDER, read_region_ground_truth, region_files
+from utils.datasets.regions import REGION_FOLDER
 from utils.errors import VECError
 from utils.fingerprints import box_settings, model_settings
 from utils.io import (atomic_dir, atomic_file, check_can_create, make_dirs, reproducibility_record, save_npy,
                       seed_everything, write_json)
-from utils.metrics import (PROTOCOL, evaluation_report, per_video_table, pixel_score_map, rbdc_tbdc,
-                           save_roc_pr_curve_data)
-from utils.metrics.pixel_level import pixel_auroc_of_frames
-from utils.metrics.region_level import detections_from_boxes
+from utils.metrics import PROTOCOL, evaluate_split, per_video_table, pixel_score_map, save_roc_pr_curve_data
 from utils.released import ReleasedSet
 from utils.released import describe as describe_released
 from utils.report import plot_frame_and_heat_map, plot_results, plot_video_scores, write_report
@@ -121,25 +118,12 @@ def trained_model_to_test(cfg: RunConfig, model_dir: Path | None) -> TrainedBloc
 
 def evaluate(cfg: RunConfig, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray,
              scores: np.ndarray) -> dict:
-    """Every number of metrics.json: frame level (micro = the paper's), pixel level where the
-    dataset has pixel masks, RBDC/TBDC where it has region ground truth, and the protocol."""
-    report = evaluation_report(scores, split.labels, split.frame_video_idx, cfg.dataset.smoothing_sigma)
-    frame_size = tuple(split.read_frame(0).shape[:2])
-    report["pixel_auroc"] = None
-    if split.has_pixel_masks:
-        masks = (split.read_mask(i) for i in tqdm(range(len(split)), desc="pixel AUROC", unit="frame"))
-        report["pixel_auroc"] = pixel_auroc_of_frames(frame_size, store.frame_index, store.boxes, cube_scores, masks)
-    region_dir = split.dataset_dir / REGION_FOLDER
-    report["rbdc"] = report["tbdc"] = None
-    if region_dir.is_dir():
-        regions = read_region_ground_truth(region_files(region_dir, split.video_names), frame_size)
-        detections = detections_from_boxes(store.frame_index, store.boxes, cube_scores, split.frame_video_idx)
-        report["rbdc"], report["tbdc"] = rbdc_tbdc(detections, regions, len(split))
-        report["region_ground_truth"] = str(region_dir)
-    else:
-        report["region_ground_truth"] = f"no region ground truth ({region_dir} not found; docs/region_ground_truth.md)"
-    report["protocol"] = PROTOCOL
-    return report
+    """Every number of metrics.json (utils/metrics/evaluate.py) for the split's scores."""
+    return evaluate_split(scores, split.labels, split.frame_video_idx, smoothing_sigma=cfg.dataset.smoothing_sigma,
+                          frame_size=tuple(split.read_frame(0).shape[:2]), frame_index=store.frame_index,
+                          boxes=store.boxes, cube_scores=cube_scores,
+                          read_mask=split.read_mask if split.has_pixel_masks else None,
+                          region_dir=split.dataset_dir / REGION_FOLDER, video_names=split.video_names)
 
 
 def write_results(out: Path, cfg: RunConfig, split: VideoSplit, store: CubeStore, cube_scores: np.ndarray,

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from utils.metrics.table import SMOOTHED, SMOOTHED_KEYS
 from utils.scoring import NO_BOX_SCORE
 
 
@@ -67,8 +68,7 @@ def evaluation_report(scores, labels, frame_video_idx, smoothing_sigma: float = 
               "smoothing_sigma": float(smoothing_sigma)}
     if smoothing_sigma > 0:
         smoothed = evaluation_report(smooth_scores(scores, frame_video_idx, smoothing_sigma), labels, frame_video_idx)
-        report.update({f"{key}_smoothed": smoothed[key] for key in ("auroc_micro", "auroc_macro",
-                                                                     "average_precision", "eer")})
+        report.update({key: smoothed[key.removesuffix(SMOOTHED)] for key in SMOOTHED_KEYS})
     return report
 
 
@@ -85,18 +85,12 @@ smoothing: temporally smoothed scores give an extra, labelled number; it never r
 """
 
 
-# ----------------------------------------------------------------- RBDC / TBDC
-
-
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """Frame-level average precision, anomalous frames (label 1) as the positive class."""
     scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).ravel()
     if not np.any(labels == 1):
         raise ValueError("average precision is undefined without anomalous frames")
     return float(average_precision_score(labels == 1, scores))
-
-
-# ----------------------------------------------------------------- pixel level
 
 
 def smooth_scores(scores: np.ndarray, frame_video_idx: np.ndarray, sigma: float,

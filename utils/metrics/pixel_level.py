@@ -76,9 +76,6 @@ def pixel_auroc(score_maps: Iterable, masks: Iterable | None = None, *, merge_ev
     return float(np.sum(np.diff(fp) * (tp[1:] + tp[:-1]) / 2) / (n_pos * n_neg))
 
 
-# ----------------------------------------------------------------- smoothing, per-video tables
-
-
 def pixel_auroc_of_frames(frame_size: tuple[int, int], frame_index: np.ndarray, boxes: np.ndarray,
                           cube_scores: np.ndarray, masks: Iterable[np.ndarray]) -> float:
     """Pixel AUROC of a test split, one frame at a time: `masks` yields frame 0, 1, … 's mask and

@@ -2,7 +2,6 @@
 with the semantics of the widely used evaluation code released with Georgescu, Ionescu et al.'s work."""
 from __future__ import annotations
 
-
 import numpy as np
 
 
@@ -108,9 +107,6 @@ def rbdc_tbdc(detections: np.ndarray, gt_regions: np.ndarray, num_frames: int,
     tbdr = np.concatenate(([0.0], np.cumsum(detected_at))) / n_tracks
     rbdc, tbdc = _cut_and_integrate(fpr, rbdr, tbdr)
     return rbdc, tbdc
-
-
-# ----------------------------------------------------------------- frame-level AP
 
 
 def detections_from_boxes(frame_index: np.ndarray, boxes: np.ndarray, scores: np.ndarray,

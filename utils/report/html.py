@@ -4,6 +4,7 @@ Images are files beside the page (`report_files/`), referenced by relative paths
 folder can be zipped and mailed as it is. Every name and string on the page is escaped
 (`_text`), and image paths are percent-encoded before that (`_src`): a video or folder
 called `<b>&"x` shows as such and cannot add markup.
+The metrics table shows the rows of utils/metrics/table.py that have a report label.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import html
 import json
 from pathlib import Path
 from urllib.parse import quote
+
+from utils.metrics.table import METRICS
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -21,21 +24,6 @@ pre { background: #f7f7f7; padding: 0.8em; font-size: 0.85em; white-space: pre-w
 figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; } img { max-width: 100%; }
 .video { margin-bottom: 2em; }
 """
-
-# What each metric is, in the order the table shows them.
-METRIC_ROWS = [
-    ("auroc_micro", "frame AUROC, micro (the paper's number)"),
-    ("auroc_macro", "frame AUROC, macro (mean over videos with both classes)"),
-    ("average_precision", "frame average precision (anomalous = positive)"),
-    ("eer", "equal error rate"),
-    ("pixel_auroc", "pixel AUROC (per-pixel max of box scores)"),
-    ("rbdc", "RBDC (region-based detection criterion, α = β = 0.1)"),
-    ("tbdc", "TBDC (track-based detection criterion, α = β = 0.1)"),
-    ("auroc_micro_smoothed", "frame AUROC, micro, temporally smoothed"),
-    ("auroc_macro_smoothed", "frame AUROC, macro, temporally smoothed"),
-    ("average_precision_smoothed", "average precision, temporally smoothed"),
-]
-
 
 def _text(value) -> str:
     return html.escape(str(value), quote=True)
@@ -55,8 +43,9 @@ def write_report(path: Path, *, title: str, metrics: dict, protocol: str, per_vi
                  roc_image: str, video_images: list[tuple[str, str, str]], notes: list[str] | None = None) -> Path:
     """Write the page. `video_images`: per video (name, score-curve image, top-frame image), paths
     relative to the page; `per_video`: rows of the per-video table."""
-    rows = "".join(f"<tr><td>{_text(label)}</td><td class=n>{_number(metrics.get(key))}</td>"
-                   f"<td><code>{_text(key)}</code></td></tr>" for key, label in METRIC_ROWS if key in metrics)
+    rows = "".join(f"<tr><td>{_text(metric.label)}</td><td class=n>{_number(metrics.get(metric.key))}</td>"
+                   f"<td><code>{_text(metric.key)}</code></td></tr>"
+                   for metric in METRICS if metric.label is not None and metric.key in metrics)
     counts = (f"{metrics['n_frames']} test frames ({metrics['n_anomalous_frames']} anomalous) in "
               f"{metrics['n_videos']} videos; {metrics['n_cubes']} cubes")
     video_rows = "".join(
