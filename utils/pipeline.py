@@ -25,7 +25,7 @@ from utils.cubes import CubeStore
 from utils.datasets import VideoSplit
 from utils.datasets.regions import REGION_FOLDER
 from utils.errors import VECError
-from utils.fingerprints import box_settings, model_settings
+from utils.fingerprints import model_settings
 from utils.io import (atomic_dir, atomic_file, check_can_create, make_dirs, reproducibility_record, save_npy,
                       seed_everything, write_json)
 from utils.metrics import PROTOCOL, evaluate_split, per_video_table, pixel_score_map, save_roc_pr_curve_data
@@ -67,7 +67,8 @@ def run_testing(cfg: RunConfig, model_dir: Path | None = None, released: Release
         kind = "anomalous" if split.labels[0] else "normal"
         raise VECError(f"every test frame of {cfg.dataset_name} is {kind}: AUROC needs both classes; "
                        f"check the ground truth in {cfg.dataset_dir}")
-    trained = trained_model_to_test(cfg, model_dir)
+    settings = model_settings(cfg)  # what the model must have been trained with; the report records it
+    trained = trained_model_to_test(cfg, model_dir, settings)
     require_flow(cfg, split)
     store = cubes_of_split(cfg, split, boxes_of_split(cfg, split, device))
     if len(store) == 0:
@@ -78,13 +79,12 @@ def run_testing(cfg: RunConfig, model_dir: Path | None = None, released: Release
                               parallel=distributed.active())
     if not distributed.is_main():  # rank 0 evaluates and writes the results
         return distributed.broadcast_object(None)
-    frame_size = tuple(split.read_frame(0).shape[:2])
-    scores = frame_scores(len(split), frame_size, store.frame_index, store.boxes, cube_scores)
+    scores = frame_scores(len(split), split.frame_size, store.frame_index, store.boxes, cube_scores)
 
     report = evaluate(cfg, split, store, cube_scores, scores)
     report.update({"dataset": cfg.dataset_name, "n_cubes": len(store), "flow_method": cfg.dataset.flow_method,
                    "detector": cfg.dataset.detector, "foreground_extraction_mode": cfg.foreground_extraction_mode,
-                   "boxes": box_settings(cfg), "model": model_settings(cfg), "cloze": asdict(cfg.cloze),
+                   "boxes": settings["boxes"], "model": settings, "cloze": asdict(cfg.cloze),
                    "reproducibility": reproducibility_record(device)})
     out = cfg.results_dir / cfg.dataset_name
     if model_dir is not None:
@@ -98,19 +98,18 @@ def run_testing(cfg: RunConfig, model_dir: Path | None = None, released: Release
     return distributed.broadcast_object(report)
 
 
-def trained_model_to_test(cfg: RunConfig, model_dir: Path | None) -> TrainedBlocks:
+def trained_model_to_test(cfg: RunConfig, model_dir: Path | None, settings: dict) -> TrainedBlocks:
     """The configured dataset's trained model, or the one in `model_dir`, checked against the
-    settings it was trained with (its manifest, where it has one) and the configured network."""
+    `settings` it was trained with (its manifest, where it has one) and the configured network."""
     mode, method = cfg.foreground_extraction_mode, cfg.method
     if model_dir is None:
         return load_trained(cfg.work_dir, cfg.dataset_name, mode, method, scene_level=cfg.dataset.scene_level,
-                            settings=model_settings(cfg))
+                            settings=settings)
     folder, name = find_model(model_dir, cfg.dataset_name, mode, method, cfg.modality)
     if name != cfg.dataset_name:
         raise VECError(f"--model {folder} holds a model of {name}, not of the configured {cfg.dataset_name}; "
                        f"add --set shared_parameters.dataset_name={name}")
-    trained = load_trained(folder, name, mode, method, scene_level=cfg.dataset.scene_level,
-                           settings=model_settings(cfg))
+    trained = load_trained(folder, name, mode, method, scene_level=cfg.dataset.scene_level, settings=settings)
     check_trained_fits(trained, cfg.dataset.h_block, cfg.dataset.w_block, cfg.cloze,
                        f"{folder}/{name}_model_{mode}_{method}.npy", cfg.dataset_name)
     return trained
@@ -120,7 +119,7 @@ def evaluate(cfg: RunConfig, split: VideoSplit, store: CubeStore, cube_scores: n
              scores: np.ndarray) -> dict:
     """Every number of metrics.json (utils/metrics/evaluate.py) for the split's scores."""
     return evaluate_split(scores, split.labels, split.frame_video_idx, smoothing_sigma=cfg.dataset.smoothing_sigma,
-                          frame_size=tuple(split.read_frame(0).shape[:2]), frame_index=store.frame_index,
+                          frame_size=split.frame_size, frame_index=store.frame_index,
                           boxes=store.boxes, cube_scores=cube_scores,
                           read_mask=split.read_mask if split.has_pixel_masks else None,
                           region_dir=split.dataset_dir / REGION_FOLDER, video_names=split.video_names)
@@ -146,7 +145,6 @@ def write_results(out: Path, cfg: RunConfig, split: VideoSplit, store: CubeStore
 
     figures = make_dirs(out / "report_files")
     video_images = []
-    frame_size = tuple(split.read_frame(0).shape[:2])
     for number, name in enumerate(tqdm(split.video_names, desc="report", unit="video"), start=1):
         members = np.flatnonzero(split.frame_video_idx == number)
         plot_video_scores(figures / f"{name}_scores.png", scores[members], split.labels[members], name)
@@ -154,7 +152,7 @@ def write_results(out: Path, cfg: RunConfig, split: VideoSplit, store: CubeStore
         mine = store.frame_index == top
         plot_frame_and_heat_map(figures / f"{name}_top.png", split.read_frame(top), store.boxes[mine],
                                 cube_scores[mine], split.read_mask(top) if split.has_pixel_masks else None,
-                                pixel_score_map(frame_size, store.boxes[mine], cube_scores[mine]),
+                                pixel_score_map(split.frame_size, store.boxes[mine], cube_scores[mine]),
                                 f"{name}, frame {top - members[0] + 1}: score {scores[top]:.2f}")
         video_images.append((name, f"report_files/{name}_scores.png", f"report_files/{name}_top.png"))
     notes = [] if report["rbdc"] is not None else ["RBDC / TBDC: " + report["region_ground_truth"]]

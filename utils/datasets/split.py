@@ -38,6 +38,13 @@ class VideoSplit:
         return np.bincount(self.frame_video_idx)[1:].tolist()
 
     @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of every frame of the split: its first frame's, read once."""
+        if self._frame_size is None:
+            self._frame_size = tuple(read_image(self.frame_paths[0]).shape[:2])
+        return self._frame_size
+
+    @property
     def has_pixel_masks(self) -> bool:
         return self.mask_reader is not None
 
@@ -52,9 +59,9 @@ class VideoSplit:
     def read_frame(self, i: int) -> np.ndarray:
         """Frame i, BGR uint8; every frame of a split must have the size of its first frame."""
         image = read_image(self.frame_paths[i])
-        if self._frame_size is None:
-            self._frame_size = image.shape[:2] if i == 0 else read_image(self.frame_paths[0]).shape[:2]
-        if image.shape[:2] != self._frame_size:
+        if i == 0 and self._frame_size is None:  # frame 0 sets the size: no second read of it
+            self._frame_size = tuple(image.shape[:2])
+        if tuple(image.shape[:2]) != self.frame_size:
             raise VECError(f"frame {self.frame_paths[i]} of video {self.video_name(i)} is "
                            f"{image.shape[1]}x{image.shape[0]} but the {self.split} split's frames are "
                            f"{self._frame_size[1]}x{self._frame_size[0]}; resize it or remove it")
