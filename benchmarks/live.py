@@ -43,13 +43,13 @@ import cv2  # noqa: E402
 from support.mjpeg_server import PacedMJPEGServer, encode_jpegs  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.datasets import generate_synthetic  # noqa: E402
-from utils.errors import VECError  # noqa: E402
+from utils.infra.errors import VECError  # noqa: E402
 from utils.live import run_session  # noqa: E402
 from utils.live.scorer import FrameScorer, live_threads  # noqa: E402
 from utils.live.source import open_capture, parse_source  # noqa: E402
 from utils.live.status import Terminal  # noqa: E402
 from utils.trained_model import TrainedBlocks, make_network  # noqa: E402
-from utils.video_frames import read_video_frames  # noqa: E402
+from utils.infra.video_frames import read_video_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"cpu": "DIS flow + motion boxes", "cuda": "FlowNet2 + Cascade R-CNN + motion boxes, stand-in weights"}

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from benchmarks.harness import timed  # noqa: E402
 from support.box_matching import match_boxes  # noqa: E402
 from utils.datasets import read_image  # noqa: E402
-from utils.errors import VECError  # noqa: E402
+from utils.infra.errors import VECError  # noqa: E402
 from utils.foreground import CascadeRCNNDetector, MMDetDetector  # noqa: E402
 
 MATCH_IOU = 0.5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from support.stand_in_weights import det_fill
-from utils.errors import VECError
-from utils.precision import check_precision
+from utils.infra.errors import VECError
+from utils.infra.precision import check_precision
 
 STAND_IN = "det_fill stand-in weights (no checkpoint needed): speed only, not accuracy"
 

@@ -4,7 +4,7 @@
 
 For each reduced precision torch.autocast supports on the device (CPU: bf16, and fp16 where
 supported; CUDA: fp16, bf16) the networks run exactly as the pipeline runs them with
-`flow_precision` / `detector_precision` set (utils/precision.py: autocast around the network,
+`flow_precision` / `detector_precision` set (utils/infra/precision.py: autocast around the network,
 float32 out), on the inputs and weights of the parity tests:
 
 - FlowNet2 on tests/data/flownet2_forward.npz's input pair (det_fill weights, as
@@ -38,7 +38,7 @@ from benchmarks.networks import usable_precisions, with_stand_in_weights  # noqa
 from FlowNet2_src import FlowNet2  # noqa: E402
 from models import CascadeRCNN  # noqa: E402
 from support.box_matching import match_boxes  # noqa: E402
-from utils.precision import autocast  # noqa: E402
+from utils.infra.precision import autocast  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"  # the parity tests' golden inputs
 MATCH_IOU = 0.5

@@ -23,7 +23,7 @@ import numpy as np
 
 from utils.datasets.split import VideoSplit
 from utils.fingerprints import CubeSpec
-from utils.io import preallocated_npy
+from utils.infra.io import preallocated_npy
 
 DATASETS = {
     # name: frame (H, W), file type, grey, boxes per frame, log width, log height, BoxParams of config.cfg

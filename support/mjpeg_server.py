@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 
-from utils.errors import VECError
-from utils.video_frames import declared_properties, read_video_frames
+from utils.infra.errors import VECError
+from utils.infra.video_frames import declared_properties, read_video_frames
 
 BOUNDARY = b"frame"
 

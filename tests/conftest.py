@@ -20,7 +20,7 @@ from utils.datasets import open_split
 from utils.flow import OpenCVFlow, compute_split_flow
 from utils.datasets import generate_synthetic as generate
 from utils.fingerprints import CubeSpec
-from utils.precision import emulated_on_this_cpu
+from utils.infra.precision import emulated_on_this_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ("calc_img_inputs.py", "train.py", "test.py")

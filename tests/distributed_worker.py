@@ -12,7 +12,7 @@ timeout      rank 1 never reaches the barrier: rank 0 must stop with one line, n
 The modes run one after the other in the same process group (one start of the processes for
 several checks), each in its own folder OUT_DIR/MODE, where it finds its inputs (store/,
 cloze.json) and where each rank writes what it saw to <mode>_rank<r>.json (or .pt); errors
-are the scripts' one-line errors (utils.cli's format, exit status 2).
+are the scripts' one-line errors (utils.infra.cli's format, exit status 2).
 """
 import json
 import sys
@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from utils import distributed  # noqa: E402
-from utils.errors import VECError  # noqa: E402
+from utils.infra import distributed  # noqa: E402
+from utils.infra.errors import VECError  # noqa: E402
 
 # The modes that train import the pipeline's modules (torchvision among them) themselves: a launch
 # of the other modes alone (the timeout's) starts seconds sooner without them.

@@ -103,9 +103,9 @@ def closed_port() -> int:
 
 
 def local_only(monkeypatch) -> list[str]:
-    """Make every URL that utils.download opens in-process be asserted local; proxies off.
+    """Make every URL that utils.infra.download opens in-process be asserted local; proxies off.
     Returns the list the opened URLs are appended to."""
-    from utils import download as downloads
+    from utils.infra import download as downloads
 
     for key in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(key, raising=False)

@@ -7,7 +7,7 @@ import pytest
 from utils.foreground import box_file_path, compute_split_boxes, frame_boxes, load_box_file, save_box_file
 from utils.config import BoxParams
 from utils.datasets import open_split
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 REFERENCE = Path(__file__).parent / "data" / "UCSDped2_bboxes_test_obj_det_with_motion.npy"
 PARAMS = BoxParams(0.5, 100, 0.6, 100, 18, 2, 3)

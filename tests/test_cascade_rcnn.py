@@ -14,7 +14,7 @@ from models.cascade_rcnn.roi_heads import NMS_IOU as RCNN_IOU
 from models.cascade_rcnn.roi_heads import STAGE_STDS
 from tests.matching import assert_same_boxes
 from utils.foreground import CascadeRCNNDetector, load_cascade_rcnn
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = np.load(DATA / "cascade_rcnn.npz")

@@ -9,10 +9,10 @@ from utils.cloze_steps import ErrorStep, TrainStep, cube_batches
 from utils.config import load_config
 from utils.cubes import build_cubes
 from utils.datasets import open_split
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.foreground import compute_split_boxes
 from utils.pipeline import compute_flow, open_dataset_split, run_testing, run_training
-from utils.prefetch import prefetch
+from utils.infra.prefetch import prefetch
 from utils.trained_model import make_network
 
 

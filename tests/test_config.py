@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO, write_config
 from utils.config import load_config
 from utils.datasets import generate_synthetic
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 MANIFEST = "synthetic_model_obj_det_with_motion_SelfComplete.json"

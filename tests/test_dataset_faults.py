@@ -29,7 +29,7 @@ from utils.datasets import open_split
 from utils.datasets.__main__ import main
 from utils.datasets.prepare import PREPARED_FILE, prepare_dataset, staging_dir
 from utils.datasets.sources import SOURCES
-from utils.errors import VECWarning
+from utils.infra.errors import VECWarning
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ PAUSED_RUN = textwrap.dedent("""
     from utils.datasets.archives import identify
     from utils.datasets.prepare import prepare_dataset
     from utils.datasets.sources import SOURCES
-    from utils.errors import VECWarning
+    from utils.infra.errors import VECWarning
 
     warnings.simplefilter("ignore", VECWarning)
     source = replace(SOURCES["avenue"], work_bytes=10**8)

@@ -10,7 +10,7 @@ import test as test_script
 from tests.conftest import write_config
 from utils.datasets import generate_synthetic, open_split
 from utils.datasets.regions import FILE_SUFFIX, REGION_FOLDER, region_files
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 ODD = "T<img src=x onerror=alert(1)>"
 

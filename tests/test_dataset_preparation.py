@@ -27,8 +27,8 @@ from utils.datasets.archives import identify
 from utils.datasets.prepare import (PREPARED_FILE, fetch_dataset, manual_steps, prepare_dataset,
                                     sortable_frame_names, staging_dir)
 from utils.datasets.sources import SOURCES, find_source
-from utils.errors import VECError, VECWarning
-from utils.io import sha256_file
+from utils.infra.errors import VECError, VECWarning
+from utils.infra.io import sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from scipy.io import savemat
 
 from utils.datasets import open_split
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 def _frames(folder, n, ext, height=12, width=16, start=0):

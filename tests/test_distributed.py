@@ -1,4 +1,4 @@
-"""utils/distributed.py and the scripts under torchrun: in one process (world size 1) and with
+"""utils/infra/distributed.py and the scripts under torchrun: in one process (world size 1) and with
 real 2-process torchrun runs on the CPU (gloo), real files, compared with a single-process run."""
 import json
 import os
@@ -20,12 +20,12 @@ from torch import nn
 
 from models.stacked_cloze import Grouped
 from tests.conftest import REPO, SCRIPTS, SMALL_RUN, run_main, write_config
-from utils import distributed
+from utils.infra import distributed
 from utils.config import ClozeConfig
 from utils.fingerprints import CubeSpec
 from utils.cubes import CubeStore, build_cubes, merge_cube_stores, store_capacity
 from utils.datasets import open_split
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow import OpenCVFlow, compute_split_flow, flow_file_path
 from utils.foreground import compute_split_boxes, split_boxes
 from utils.foreground.box_files import box_file_path, save_box_file

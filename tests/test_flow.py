@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from utils.datasets import open_split
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow import (FLOW_SIZE, OpenCVFlow, build_flow_backend, compute_split_flow, flow_file_path, flow_pair,
                         read_flow)
 

@@ -8,7 +8,7 @@ import torch
 
 from FlowNet2_src import ChannelNorm, Correlation, Resample2d
 from utils.flow.flownet2 import FlowNet2Flow, load_flownet2
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 DATA = Path(__file__).parent / "data"
 OPS = np.load(DATA / "flownet2_ops.npz")

@@ -25,7 +25,7 @@ import train
 from support.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from tests.conftest import write_config
 from utils.datasets import context_range, generate_synthetic
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow import flow_pair
 from utils.live.alarms import AlarmTracker, count_events
 from utils.live.calibrate import choose_threshold

@@ -16,7 +16,7 @@ import pytest
 import test as vec_test
 from support.mjpeg_server import PacedMJPEGServer, encode_jpegs
 from tests.test_live import trained  # noqa: F401  (the module's model and clips)
-from utils.io import sha256_file
+from utils.infra.io import sha256_file
 from utils.live.calibrate import MIN_FRAMES_WITH_BOXES, calibration_path
 from utils.live.source import BROKEN_IN_A_ROW, MAX_FRAME_PIXELS, decode_jpeg, mask_credentials, parse_source
 from utils.own_video.source import NAME_BYTES

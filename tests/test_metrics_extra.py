@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from utils.datasets import generate_synthetic as generate
 from utils.datasets import open_split
 from utils.datasets.regions import REGION_FOLDER, read_region_file, read_region_ground_truth, region_files, region_line
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.metrics import (PROTOCOL, average_precision, macro_auroc, per_video_table, pixel_auroc, pixel_score_map,
                            rbdc_tbdc, smooth_scores)
 from utils.scoring import NO_BOX_SCORE

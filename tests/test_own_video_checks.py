@@ -206,7 +206,7 @@ KILLED_WHILE_WRITING = """
 import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from utils.io import atomic_dir
+from utils.infra.io import atomic_dir
 with atomic_dir(Path(sys.argv[1])) as partial:
     (partial / "frame_scores.csv").write_text("frame,time_s,score,normalised_score\\n0,0.0,1.0,1.0\\n")
     os.kill(os.getpid(), signal.SIGKILL)
@@ -340,7 +340,7 @@ HOLD_LOCK = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from utils.run_lock import run_lock
+from utils.infra.run_lock import run_lock
 with run_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(300)

@@ -20,12 +20,12 @@ from tests.conftest import REPO, needs_native, write_config
 from tests.matching import assert_same_boxes
 from utils.cloze_steps import ErrorStep
 from utils.config import load_config
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow import build_flow_backend
 from utils.flow.flownet2 import FlowNet2Flow
 from utils.foreground import CascadeRCNNDetector, build_detector
-from utils.precision import autocast, check_precision, emulated_on_this_cpu
-from utils.prefetch import read_ahead
+from utils.infra.precision import autocast, check_precision, emulated_on_this_cpu
+from utils.infra.prefetch import read_ahead
 
 from tests.test_cascade_rcnn import GOLDEN, IMG_SHAPE, SCALE_FACTOR
 from tests.test_flownet2 import FORWARD, OPS
@@ -181,7 +181,7 @@ def test_precision_without_onednn_kernels_on_this_cpu_warns_in_one_line(tmp_path
     # One child process does both: the check on its own (turned into an error, printed on stdout), then
     # test.py's main, whose stderr is the process's stderr.
     config = write_config(tmp_path)
-    probe = ("import sys, warnings; from utils.precision import check_precision, emulated_on_this_cpu\n"
+    probe = ("import sys, warnings; from utils.infra.precision import check_precision, emulated_on_this_cpu\n"
              "print(emulated_on_this_cpu('bf16', 'cpu'))\n"
              "with warnings.catch_warnings():\n"
              "    warnings.simplefilter('error')\n"

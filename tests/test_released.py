@@ -20,8 +20,8 @@ from tests.conftest import copy_prepared, run_main
 from tests.local_server import serve
 from tests.local_server import local_only as guard_local
 from utils import released as rel
-from utils.errors import VECError
-from utils.io import load_torch_file
+from utils.infra.errors import VECError
+from utils.infra.io import load_torch_file
 from utils.released import (RELEASED, ReleasedFile, check_released_folder, fetch_released, git_blob_sha1,
                             released_set_in, released_status)
 

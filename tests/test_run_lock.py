@@ -1,5 +1,5 @@
-"""One run at a time per work folder (utils/run_lock.py), hidden work-in-progress folders
-(utils.io.atomic_dir), and write errors that name a reason only when errno gives one.
+"""One run at a time per work folder (utils/infra/run_lock.py), hidden work-in-progress folders
+(utils.infra.io.atomic_dir), and write errors that name a reason only when errno gives one.
 
 Another run is a real process where only a process shows it: a lock held by another
 process, a killed process's leftovers, ranks under torchrun.
@@ -17,16 +17,16 @@ import pytest
 
 from tests.conftest import REPO, write_config
 from utils.config import load_config
-from utils.errors import VECError
-from utils.io import atomic_dir, remove_stale_work
+from utils.infra.errors import VECError
+from utils.infra.io import atomic_dir, remove_stale_work
 from utils.own_video.source import _write_frame
-from utils.run_lock import exclusive, lock_file, run_lock
+from utils.infra.run_lock import exclusive, lock_file, run_lock
 
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from utils.run_lock import run_lock
+    from utils.infra.run_lock import run_lock
     with run_lock(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(300)
@@ -86,9 +86,9 @@ RANKS = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
-    from utils import distributed
-    from utils.errors import VECError
-    from utils.run_lock import run_lock
+    from utils.infra import distributed
+    from utils.infra.errors import VECError
+    from utils.infra.run_lock import run_lock
     lock, out = Path(sys.argv[1]), Path(sys.argv[2])
     with distributed.process_group("cpu"):
         result = {"rank": distributed.rank()}
@@ -157,7 +157,7 @@ KILLED = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from utils.io import atomic_dir
+    from utils.infra.io import atomic_dir
     with atomic_dir(Path(sys.argv[1])) as partial:
         (partial / "frame_scores.csv").write_text("frame\\n")
         os.kill(os.getpid(), signal.SIGKILL)

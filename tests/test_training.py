@@ -9,7 +9,7 @@ from tests.conftest import PAPER_CUBES
 from utils.foreground import compute_split_boxes
 from utils.cubes import build_cubes
 from utils.datasets import open_split
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.scoring import NO_BOX_SCORE, NO_MODEL_SCORE, frame_scores, score_cubes
 from utils.cloze_steps import cube_batches, cube_errors
 from utils.trained_model import TrainedBlocks, load_trained, make_network, save_trained

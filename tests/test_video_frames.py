@@ -1,4 +1,4 @@
-"""utils/video_frames.py, the one reader of video files, on real files written by OpenCV here; and the test
+"""utils/infra/video_frames.py, the one reader of video files, on real files written by OpenCV here; and the test
 camera's command line (support/mjpeg_server.py) on a file that is no video."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from support import mjpeg_server
-from utils.errors import VECError
-from utils.video_frames import VideoFile, declared_properties, iter_video_frames, read_video_frames
+from utils.infra.errors import VECError
+from utils.infra.video_frames import VideoFile, declared_properties, iter_video_frames, read_video_frames
 
 
 @pytest.fixture(scope="module")

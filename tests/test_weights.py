@@ -1,4 +1,4 @@
-"""utils/weights.py (and the download path it shares with the datasets, utils/download.py) against
+"""utils/weights.py (and the download path it shares with the datasets, utils/infra/download.py) against
 a real HTTP server on 127.0.0.1: checksums, resuming, errors, the command line.
 
 No test reaches the internet: every URL opened in-process is asserted to be local, the
@@ -23,7 +23,7 @@ import torch
 from tests.local_server import LOCAL, closed_port, serve
 from tests.local_server import local_only as guard_local
 from utils import weights
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.weights import WEIGHTS, WeightSpec, fetch, fetch_hint, missing_hint, verify
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,8 +18,8 @@ import torch
 from tests.conftest import REPO, run_main, write_config
 from utils.config import load_config
 from utils.datasets import generate_synthetic
-from utils.errors import VECError
-from utils.io import load_torch_file, not_a_torch_file
+from utils.infra.errors import VECError
+from utils.infra.io import load_torch_file, not_a_torch_file
 from utils.weights import WEIGHTS, check_before_use
 
 # What Google Drive answers instead of a file when its download quota is exceeded (shortened).

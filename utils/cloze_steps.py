@@ -28,17 +28,17 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models.stacked_cloze import fused_forward_backward
-from utils import distributed
+from utils.infra import distributed
 from utils.cubes import CubeStore
-from utils.precision import autocast, check_precision
-from utils.prefetch import prefetch
+from utils.infra.precision import autocast, check_precision
+from utils.infra.prefetch import prefetch
 
 CLOZE_PRECISIONS = ("fp32", "bf16")
 CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capturing (as torch.cuda.graphs' docs do)
 
 
 def forward_context(precision: str, device: torch.device, capturing: bool = False) -> contextlib.AbstractContextManager:
-    """The cloze networks' forward context (utils.precision.autocast): none for fp32, the reference's
+    """The cloze networks' forward context (utils.infra.precision.autocast): none for fp32, the reference's
     arithmetic untouched. The steps check `precision` once, when built."""
     return autocast(precision, device, cache_enabled=not capturing)
 

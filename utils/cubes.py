@@ -9,7 +9,7 @@ to memory-mapped `.npy` files, so memory does not grow with the dataset:
     <store>/index.npz  frame index, box and (h, w) block of each cube
     <store>/meta.json  count and the settings the cubes were made with
 
-A store is built under a hidden `.<store>.<pid>@<host>.<random>.partial` name and renamed when complete (`utils.io.atomic_dir`),
+A store is built under a hidden `.<store>.<pid>@<host>.<random>.partial` name and renamed when complete (`utils.infra.io.atomic_dir`),
 so an interrupted run never leaves a store that looks finished.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from tqdm import tqdm
 from utils.datasets.split import VideoSplit
 from utils.fingerprints import CubeSpec
 from utils.flow.store import flow_file_path, read_flow
-from utils.io import atomic_dir, preallocated_npy, require_free_space
-from utils.prefetch import read_ahead
+from utils.infra.io import atomic_dir, preallocated_npy, require_free_space
+from utils.infra.prefetch import read_ahead
 
 
 def ceil_box(box) -> tuple[int, int, int, int]:

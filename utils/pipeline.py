@@ -19,20 +19,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from utils import distributed
+from utils.infra import distributed
 from utils.config import RunConfig, resolve_device
 from utils.cubes import CubeStore
 from utils.datasets import VideoSplit
 from utils.datasets.regions import REGION_FOLDER
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.fingerprints import model_settings
-from utils.io import (atomic_dir, atomic_file, check_can_create, make_dirs, reproducibility_record, save_npy,
+from utils.infra.io import (atomic_dir, atomic_file, check_can_create, make_dirs, reproducibility_record, save_npy,
                       seed_everything, write_json)
 from utils.metrics import PROTOCOL, evaluate_split, per_video_table, pixel_score_map, save_roc_pr_curve_data
 from utils.released import ReleasedSet
 from utils.released import describe as describe_released
 from utils.report import plot_frame_and_heat_map, plot_results, plot_video_scores, write_report
-from utils.run_lock import exclusive
+from utils.infra.run_lock import exclusive
 from utils.scoring import frame_scores, score_cubes
 from utils.stages import (boxes_of_split, compute_flow, cubes_of_split, open_dataset_split, require_flow,
                           train_on_split)
@@ -41,13 +41,13 @@ from utils.trained_model import TrainedBlocks, check_trained_fits, find_model, l
 __all__ = ["compute_flow", "open_dataset_split", "run_training", "run_testing"]
 
 
-@exclusive  # one run at a time per work folder (utils/run_lock.py)
+@exclusive  # one run at a time per work folder (utils/infra/run_lock.py)
 def run_training(cfg: RunConfig) -> dict:
     """The configured dataset's train split → a trained model in data/raw2flow/ (utils/stages.train_on_split)."""
     return train_on_split(cfg, open_dataset_split(cfg, "train"))
 
 
-@exclusive  # one run at a time per work folder (utils/run_lock.py)
+@exclusive  # one run at a time per work folder (utils/infra/run_lock.py)
 def run_testing(cfg: RunConfig, model_dir: Path | None = None, released: ReleasedSet | None = None) -> dict:
     """boxes → cubes → cube scores → frame scores → metrics, written to results/<dataset>/.
 

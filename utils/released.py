@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 REFERENCE_REPOSITORY = "yuguangnudt/VEC_VAD"
 RAW_FILE_HOST = "https://raw.githubusercontent.com"  # GitHub's raw file host: <host>/<repo>/<commit>/<path>
@@ -193,7 +193,7 @@ def check_released_folder(folder: Path, released: ReleasedSet) -> None:
 
 
 def write_marker(folder: Path, released: ReleasedSet) -> None:
-    from utils.io import write_json  # torch only when a set is placed
+    from utils.infra.io import write_json  # torch only when a set is placed
 
     write_json(Path(folder) / MARKER, {
         "name": released.name, "dataset": released.dataset, "variant": released.variant,
@@ -229,7 +229,7 @@ def fetch_released(released: ReleasedSet, root: Path, *, mirror: str | None = No
     an error (it is not overwritten). Box files already in raw_datasets/<dataset>/ are never
     overwritten: one line says where they are and how to replace them, and the set is left as it is.
     """
-    from utils.download import TIMEOUT_S, download
+    from utils.infra.download import TIMEOUT_S, download
 
     folder = Path(folder) if folder is not None else released.default_dir(root)
     if released.kind == "boxes":
@@ -275,7 +275,7 @@ def fetch_released(released: ReleasedSet, root: Path, *, mirror: str | None = No
 
 def released_status(released: ReleasedSet, root: Path, folder: Path | None = None) -> str:
     """`missing`, `N of M files …`, `present, verified …` or what fails, for `python -m utils.weights list`."""
-    from utils.download import partial_bytes
+    from utils.infra.download import partial_bytes
 
     folder = Path(folder) if folder is not None else released.default_dir(root)
     states = []

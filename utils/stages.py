@@ -13,7 +13,7 @@ and calls the library functions, which take explicit arguments. utils/pipeline.p
 benchmark dataset, utils/own_video/ on your videos; utils/live/ builds its networks with the same
 builders.
 
-Under torchrun (utils/distributed.py) every rank runs each stage: flow, boxes and cubes
+Under torchrun (utils/infra/distributed.py) every rank runs each stage: flow, boxes and cubes
 of its share of the videos (`frames_of_this_rank`), its share of each training batch and
 of the cubes to score; rank 0 writes the shared files (box file, merged cube store, model)
 while the others wait. Each stage is written once: a single process is the case of one rank,
@@ -27,17 +27,17 @@ import time
 
 import numpy as np
 
-from utils import distributed
+from utils.infra import distributed
 from utils.config import DatasetConfig, RunConfig, resolve_device
 from utils.cubes import CubeStore, build_cubes, merge_cube_stores, read_store_settings, store_capacity
 from utils.datasets import VideoSplit, generate_synthetic, open_split, synthetic_is_current
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.fingerprints import CubeSpec, box_settings, model_settings
 from utils.flow import FlowBackend, build_flow_backend, compute_split_flow, flow_file_path
 from utils.foreground import build_detector, split_boxes
 from utils.foreground.detectors import Detector
-from utils.io import check_can_create, seed_everything
-from utils.run_lock import exclusive
+from utils.infra.io import check_can_create, seed_everything
+from utils.infra.run_lock import exclusive
 from utils.trained_model import save_trained
 from utils.training import train_blocks
 
@@ -64,7 +64,7 @@ def open_dataset_split(cfg: RunConfig, split: str) -> VideoSplit:
     return open_split(cfg.dataset_dir, cfg.dataset.layout, split)
 
 
-@exclusive  # one run at a time per work folder (utils/run_lock.py)
+@exclusive  # one run at a time per work folder (utils/infra/run_lock.py)
 def compute_flow(cfg: RunConfig, split: VideoSplit, device: str) -> int:
     """Flow files of every frame of the split; returns how many were written (the rest existed)."""
     written = compute_split_flow(split, flow_backend_for(cfg.dataset, device), cfg.flow_dir, batch_size=cfg.dataset.flow_batch_size,
@@ -130,7 +130,7 @@ def cubes_of_split(cfg: RunConfig, split: VideoSplit, boxes: list[np.ndarray]) -
     distributed.barrier()
     return CubeStore.open(directory)
 
-@exclusive  # one run at a time per work folder (utils/run_lock.py)
+@exclusive  # one run at a time per work folder (utils/infra/run_lock.py)
 def train_on_split(cfg: RunConfig, split: VideoSplit) -> dict:
     """boxes → cubes → one cloze network per block → training-score statistics → saved model, from `split`."""
     device = resolve_device(cfg.device)

@@ -25,8 +25,8 @@ from torch import nn
 from models import StackedClozeNet, build_cloze_network, strip_data_parallel_prefix
 from models.stacked_cloze import Execution
 from utils.config import ClozeConfig
-from utils.errors import VECError
-from utils.io import load_torch_file, remove_stale_temporaries, save_torch, sha256_file, write_json
+from utils.infra.errors import VECError
+from utils.infra.io import load_torch_file, remove_stale_temporaries, save_torch, sha256_file, write_json
 
 
 def make_network(cloze: ClozeConfig, stacked: bool = True, execution: Execution | None = None) -> nn.Module:

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.stacked_cloze import Execution, Grouped
-from utils import distributed
+from utils.infra import distributed
 from utils.cloze_steps import TrainStep, cube_batches, cube_errors, distributed_cube_errors
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore

@@ -10,7 +10,7 @@ NAME: flownet2, cascade_rcnn, raft, or one of the reference authors' released se
 and checksum in the code comes from it, and each network's file lives in a folder of its
 own (FlowNet2_src/pretrained/, obj_det_checkpoints/, raft_checkpoints/).
 
-Downloads go through utils/download.py, as the dataset archives do: resumable, verified
+Downloads go through utils/infra/download.py, as the dataset archives do: resumable, verified
 before the file gets its final name, one-line errors. Cascade R-CNN and RAFT are checked
 against the SHA-256 prefix in their file names (as torch.hub's `check_hash` does). The
 FlowNet2 authors publish no checksum: that file is checked by its size (at least the
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from utils.download import TIMEOUT_S, download, one_line, partial_bytes
-from utils.errors import VECError
-from utils.io import load_state_dict_file, not_a_torch_file, sha256_file, write_json
+from utils.infra.download import TIMEOUT_S, download, one_line, partial_bytes
+from utils.infra.errors import VECError
+from utils.infra.io import load_state_dict_file, not_a_torch_file, sha256_file, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_ENV = "VEC_WEIGHTS_MIRROR"

@@ -21,7 +21,7 @@ from benchmarks.synthetic import CUBE_SPEC, DATASETS, PIPELINE_VIDEOS, sample_bo
 from utils.cubes import build_cubes
 from utils.flow.store import flow_file_path
 from utils.foreground.box_files import load_box_file, save_box_file
-from utils.io import save_npy
+from utils.infra.io import save_npy
 
 
 def row_cubes(args: argparse.Namespace, device: torch.device) -> list[Result]:

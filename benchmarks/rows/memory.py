@@ -27,8 +27,8 @@ from benchmarks.harness import Result, run_child, scratch_dir
 from benchmarks.synthetic import store_bytes, write_synthetic_store
 from utils.config import ClozeConfig
 from utils.cubes import CubeStore
-from utils.errors import VECError
-from utils.io import require_free_space
+from utils.infra.errors import VECError
+from utils.infra.io import require_free_space
 from utils.cloze_steps import cube_errors
 from utils.trained_model import make_network
 from utils.training import train_block

@@ -10,7 +10,7 @@ from typing import Literal
 
 from utils.config.overrides import Setting
 from utils.config.schema import KeySpec, eval_number
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 def convert(setting: Setting, spec: KeySpec, resolve: Callable[[Path], Path]) -> object:

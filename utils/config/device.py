@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 def resolve_device(name: str) -> str:

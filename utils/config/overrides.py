@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.config.schema import key_name
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from utils.config.device import resolve_device
 from utils.config.overrides import Setting, read_settings, source_section
 from utils.config.schema import (ALIASES, BUILTIN_DATASETS, CLOZE, IGNORED_KEYS, SHARED, TEST, TRAIN, ClozeConfig,
                                  DatasetConfig, RunConfig, SharedConfig, key_name, keys_of_section)
-from utils.errors import VECError
-from utils.precision import check_precision, check_precision_applies
+from utils.infra.errors import VECError
+from utils.infra.precision import check_precision, check_precision_applies
 
 
 def _closest(word: str, known) -> str:
@@ -99,7 +99,7 @@ class _Reader:
 def _check_precisions(reader: _Reader, section: str, dataset: DatasetConfig, cloze: ClozeConfig,
                       device: str) -> None:
     """fp16 / bf16 only for the network that honours it, and only where torch.autocast supports it
-    (utils.precision.check_precision) on the device the run uses."""
+    (utils.infra.precision.check_precision) on the device the run uses."""
     for key, chooser, network in (("flow_precision", "flow_method", "flownet2"),
                                   ("detector_precision", "detector", "cascade_rcnn")):
         check_precision_applies(getattr(dataset, key), reader.origin(section, key), chooser,

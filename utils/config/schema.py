@@ -20,7 +20,7 @@ FlowMethod = Literal["flownet2", "dis", "farneback", "raft"]
 Detector = Literal["cascade_rcnn", "mmdet", "none"]
 Layout = Literal["UCSDped2", "avenue", "ShanghaiTech"]
 ForegroundMode = Literal["obj_det_with_motion", "obj_det", "simple_patch", "frame"]
-Precision = Literal["fp32", "fp16", "bf16"]  # utils/precision.py: fp32 = no autocast (the reference's numbers)
+Precision = Literal["fp32", "fp16", "bf16"]  # utils/infra/precision.py: fp32 = no autocast (the reference's numbers)
 
 # The reference's camelCase spellings of our snake_case keys.
 ALIASES = {"motionThr": "motion_thr", "useFlow": "use_flow", "rawRange": "raw_range"}

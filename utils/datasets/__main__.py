@@ -19,7 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from utils.errors import VECError, VECWarning
+from utils.infra.errors import VECError, VECWarning
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 MIRROR_ENV = "VEC_DATASETS_MIRROR"
@@ -37,7 +37,7 @@ _default_show_warning = warnings.showwarning
 
 def _parser() -> argparse.ArgumentParser:
     from utils.datasets.sources import SOURCES
-    from utils.download import TIMEOUT_S
+    from utils.infra.download import TIMEOUT_S
 
     parser = argparse.ArgumentParser(prog="python -m utils.datasets", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

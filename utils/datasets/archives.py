@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from utils.datasets.sources import Archive, DatasetSource
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from utils.datasets.split import VideoSplit
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 FRAME_EXTENSIONS = {"UCSDped2": ".tif", "avenue": ".jpg", "ShanghaiTech": ".jpg"}  # the reference's frames
 # Frames decoded from the official video files (python -m utils.datasets prepare) are lossless PNGs.

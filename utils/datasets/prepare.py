@@ -16,7 +16,7 @@ Only when both splits open with their ground truth lined up, video by video, doe
 become raw_datasets/<name>/ (one rename), with prepared.json inside. A half-prepared dataset
 never sits under that name, and a rerun with the same archives continues with what
 raw_datasets/<name>.partial/ holds; a rerun with other archives discards it. One run at a
-time prepares a dataset: it holds raw_datasets/.<name>.prepare.lock (utils/run_lock.py).
+time prepares a dataset: it holds raw_datasets/.<name>.prepare.lock (utils/infra/run_lock.py).
 """
 from __future__ import annotations
 
@@ -38,11 +38,11 @@ from utils.datasets.archives import extract, fingerprint, index_archive
 from utils.datasets.layouts import open_split
 from utils.datasets.sources import PNG_SHARE, DatasetSource
 from utils.datasets.split import VideoSplit
-from utils.download import TIMEOUT_S, check_free_space, download, one_line
-from utils.errors import VECError, VECWarning
-from utils.io import atomic_dir, make_dirs, remove_empty_folders, sha256_file, write_json
-from utils.run_lock import run_lock
-from utils.video_frames import VideoFile, declared_properties
+from utils.infra.download import TIMEOUT_S, check_free_space, download, one_line
+from utils.infra.errors import VECError, VECWarning
+from utils.infra.io import atomic_dir, make_dirs, remove_empty_folders, sha256_file, write_json
+from utils.infra.run_lock import run_lock
+from utils.infra.video_frames import VideoFile, declared_properties
 
 PREPARED_FILE = "prepared.json"  # in raw_datasets/<name>/ once it is complete
 DOWNLOADS = "downloads"  # below raw_datasets/: the archives `fetch` downloads

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 REGION_FOLDER = "region_ground_truth"  # below the dataset folder, e.g. raw_datasets/UCSDped2/
 FILE_SUFFIX = "_gt.txt"

@@ -13,7 +13,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 @dataclass

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.io import atomic_dir
+from utils.infra.io import atomic_dir
 from utils.datasets.regions import FILE_SUFFIX, REGION_FOLDER, region_line, write_region_file
 
 HEIGHT, WIDTH = 160, 240

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow.base import FLOW_SIZE, FlowBackend
 from utils.flow.opencv import OpenCVFlow
 from utils.flow.store import compute_split_flow, flow_file_path, flow_pair, read_flow
 from utils.flow.visualize import flow_to_image
-from utils.precision import check_precision_applies
+from utils.infra.precision import check_precision_applies
 
 __all__ = ["FLOW_SIZE", "FlowBackend", "OpenCVFlow", "build_flow_backend", "compute_split_flow", "flow_file_path",
            "flow_pair", "read_flow", "flow_to_image"]

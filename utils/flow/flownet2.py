@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from FlowNet2_src import FlowNet2
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow.base import FlowBackend
-from utils.io import load_state_dict_file
-from utils.precision import autocast, check_precision
+from utils.infra.io import load_state_dict_file
+from utils.infra.precision import autocast, check_precision
 from utils.weights import WEIGHTS, check_before_use, missing_hint
 
 DEFAULT_CHECKPOINT = WEIGHTS["flownet2"].default_path

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torchvision.models.optical_flow import raft_large
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow.base import FlowBackend
-from utils.io import load_torch_file
+from utils.infra.io import load_torch_file
 from utils.weights import check_before_use, missing_hint
 
 

@@ -14,10 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.datasets.split import VideoSplit
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.flow.base import FlowBackend
-from utils.io import make_dirs, remove_stale_temporaries, require_free_space, save_npy
-from utils.prefetch import read_ahead
+from utils.infra.io import make_dirs, remove_stale_temporaries, require_free_space, save_npy
+from utils.infra.prefetch import read_ahead
 
 
 def flow_file_path(flow_root: Path, split: VideoSplit, i: int) -> Path:
@@ -61,7 +61,7 @@ def compute_split_flow(split: VideoSplit, backend: FlowBackend, flow_root: Path,
     """Compute and save the flow of every frame of `split` (or of `frames` only: one process's
     share) in chunks of `batch_size` pairs; frames with a valid file are skipped. Returns the
     number of flow files written. The next chunk's frames are decoded on a background thread
-    (utils/prefetch.py), and the last chunk's files written on another, while the backend computes
+    (utils/infra/prefetch.py), and the last chunk's files written on another, while the backend computes
     this chunk's flow."""
     height, width = split.read_frame(0).shape[:2]
     frames = range(len(split)) if frames is None else frames

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.errors import VECError
-from utils.io import remove_stale_temporaries, save_npy, write_json
+from utils.infra.errors import VECError
+from utils.infra.io import remove_stale_temporaries, save_npy, write_json
 
 
 def box_file_path(dataset_dir: Path, split: str, mode: str) -> Path:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from models.cascade_rcnn import TEST_SCALE, CascadeRCNN
-from utils.errors import VECError
-from utils.io import load_state_dict_file
-from utils.precision import autocast, check_precision, check_precision_applies
+from utils.infra.errors import VECError
+from utils.infra.io import load_state_dict_file
+from utils.infra.precision import autocast, check_precision, check_precision_applies
 from utils.weights import WEIGHTS, check_before_use, missing_hint
 
 Detector = Callable[[Sequence[np.ndarray]], list]

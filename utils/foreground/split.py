@@ -9,11 +9,11 @@ from tqdm import tqdm
 
 from utils.config import BoxParams
 from utils.datasets.split import VideoSplit
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.foreground.box_files import box_file_path, load_box_file, read_box_settings, save_box_file
 from utils.foreground.detectors import Detector
 from utils.foreground.frame import MODES_WITH_DETECTOR, frame_boxes
-from utils.prefetch import read_ahead
+from utils.infra.prefetch import read_ahead
 from utils.released import released_file_of
 
 
@@ -23,7 +23,7 @@ def compute_split_boxes(split: VideoSplit, mode: str, params: BoxParams, detecto
     """Boxes of every frame of `split`, or of `frames` only, in their order (each frame decoded
     once; detector run in batches). The next batch's frames are decoded (and, for a detector with
     `prepare`, resized and sent to its device) on a background thread while the detector works on
-    this batch (utils/prefetch.py)."""
+    this batch (utils/infra/prefetch.py)."""
     boxes: list[np.ndarray] = []
     frames = range(len(split)) if frames is None else frames
     bar = tqdm(total=len(frames), desc=f"boxes ({split.split})", unit="frame", disable=not progress)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from utils.cli import check_number
+from utils.infra.cli import check_number
 from utils.config import RunConfig, resolve_device
-from utils.errors import VECError
+from utils.infra.errors import VECError
 from utils.fingerprints import model_settings
-from utils.io import seed_everything, sha256_file, write_json
+from utils.infra.io import seed_everything, sha256_file, write_json
 from utils.live.alarms import count_events
 from utils.live.context import LOOKAHEAD, lookback
 from utils.live.ring import RING_FRAMES, Arrival, StreamEnded, StreamRing

@@ -8,7 +8,7 @@
 
 A line is appended with a single `os.write` on a file opened for appending, as soon as it
 is known, so a crash or Ctrl-C loses at most the frame being scored and never leaves half
-a line; run.json, the alarm in progress and the images are replaced atomically (utils.io).
+a line; run.json, the alarm in progress and the images are replaced atomically (utils.infra.io).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from utils.cubes import ceil_box
-from utils.errors import VECError
-from utils.io import atomic_file, make_dirs, user_error_for, write_json
+from utils.infra.errors import VECError
+from utils.infra.io import atomic_file, make_dirs, user_error_for, write_json
 from utils.live.alarms import Event
 from utils.own_video.outputs import score_colour
 

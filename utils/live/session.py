@@ -15,11 +15,11 @@ import warnings
 from collections import deque
 from pathlib import Path
 
-from utils.cli import check_number
+from utils.infra.cli import check_number
 from utils.config import RunConfig, resolve_device
-from utils.errors import VECError, VECWarning
+from utils.infra.errors import VECError, VECWarning
 from utils.fingerprints import model_settings
-from utils.io import seed_everything
+from utils.infra.io import seed_everything
 from utils.live.alarms import AlarmTracker, Event
 from utils.live.calibrate import load_calibration
 from utils.live.context import LOOKAHEAD, lookback

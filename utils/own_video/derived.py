@@ -2,7 +2,7 @@
 `derived.json`, which says what its flow, boxes and cubes were made from.
 
     data/videos/<key>/                     one scored video (key = clean name + digest of its path)
-        .<key>.lock                        while a run works here (utils/run_lock.py)
+        .<key>.lock                        while a run works here (utils/infra/run_lock.py)
         frames/<key>/00000000.png …        its frames, + source.json (identity, counts, fps, size)
         derived.json                       the sources and settings the flow and boxes below were made from
         optical_flow/<key>/frames/<key>/00000000.npy …
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from utils.config import RunConfig
 from utils.foreground import box_file_path
-from utils.io import write_json
+from utils.infra.io import write_json
 from utils.fingerprints import box_source_settings, flow_settings
 
 DERIVED_FILE = "derived.json"

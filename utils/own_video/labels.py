@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 
 def read_labels(path: Path) -> np.ndarray:

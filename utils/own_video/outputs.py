@@ -18,10 +18,10 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.cubes import ceil_box
-from utils.errors import VECError
-from utils.io import atomic_file, free_space_note, make_dirs
+from utils.infra.errors import VECError
+from utils.infra.io import atomic_file, free_space_note, make_dirs
 from utils.scoring import NO_BOX_SCORE
-from utils.video_frames import declared_properties
+from utils.infra.video_frames import declared_properties
 
 
 def normalise_scores(scores: np.ndarray) -> tuple[np.ndarray, float, float]:

@@ -6,7 +6,7 @@ training) run on a VideoSplit over those frames, with the configured dataset's s
 through a copy of the RunConfig that points into the video's own work folder
 (derived.py). A source's folders are named by its clean name and a digest of its path
 (`clip-1a2b3c4d`), so two videos called alike never share one; a run holds its work
-folders' locks (utils/run_lock.py) while it works.
+folders' locks (utils/infra/run_lock.py) while it works.
 
     results/videos/<key>/   frame_scores.csv, frame_scores.png, annotated.mp4, video.json,
                             metrics.json (with labels)
@@ -27,8 +27,8 @@ import numpy as np
 
 from utils.config import RunConfig, resolve_device
 from utils.datasets.split import VideoSplit
-from utils.errors import VECError
-from utils.io import atomic_dir, seed_everything, write_json
+from utils.infra.errors import VECError
+from utils.infra.io import atomic_dir, seed_everything, write_json
 from utils.metrics import frame_auroc
 from utils.own_video.derived import refresh_derived, video_config
 from utils.own_video.labels import check_label_counts, read_labels
@@ -38,7 +38,7 @@ from utils.own_video.source import (MAX_FPS, MIN_FPS, VideoSource, extract_frame
                                     video_split)
 from utils.stages import boxes_of_split, compute_flow, cubes_of_split, train_on_split
 from utils.report.plots import plot_video_scores
-from utils.run_lock import lock_file, run_lock
+from utils.infra.run_lock import lock_file, run_lock
 from utils.scoring import NO_BOX_SCORE, frame_scores, score_cubes
 
 VIDEOS_FOLDER = "videos"  # data/videos/<key>/ (work) and results/videos/<key>/ (results)

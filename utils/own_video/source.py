@@ -27,9 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.datasets.split import VideoSplit
-from utils.errors import VECError, VECWarning
-from utils.io import atomic_dir, sha256_file, user_error_for, write_json
-from utils.video_frames import VideoFile, declared_properties, iter_video_frames
+from utils.infra.errors import VECError, VECWarning
+from utils.infra.io import atomic_dir, sha256_file, user_error_for, write_json
+from utils.infra.video_frames import VideoFile, declared_properties, iter_video_frames
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 FRAME_NAME = "{:08d}.png"  # extracted frames: lossless, sorted by name = sorted by time
@@ -192,7 +192,7 @@ def extract_frames(source: VideoSource, frames_dir: Path, min_frames: int, accep
     container's count; None when it gives none), "short" (fewer frames decode than declared), "width",
     "height", "fps" (the file's, None for a folder)}, stored as `frames_dir/source.json`. Fewer
     frames than declared is an error unless `accept_short` (check_frame_count). The folder is
-    built under a hidden name and renamed when complete (utils.io.atomic_dir), so an
+    built under a hidden name and renamed when complete (utils.infra.io.atomic_dir), so an
     interrupted or failed decode leaves no frames folder behind.
     """
     frames_dir = Path(frames_dir)

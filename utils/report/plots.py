@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from utils.cubes import ceil_box  # noqa: E402
-from utils.io import atomic_file  # noqa: E402
+from utils.infra.io import atomic_file  # noqa: E402
 from utils.scoring import NO_BOX_SCORE  # noqa: E402
 
 

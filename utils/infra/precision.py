@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from utils.errors import VECError, VECWarning
+from utils.infra.errors import VECError, VECWarning
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}

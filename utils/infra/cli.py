@@ -1,7 +1,7 @@
 """What the entry scripts share: `--config`, `--set`, and one-line errors with exit status 2.
 
 Started by torchrun, every process joins the process group for the script's duration
-(utils/distributed.py); only rank 0 prints (the others print nothing but their errors),
+(utils/infra/distributed.py); only rank 0 prints (the others print nothing but their errors),
 and an error line names the rank it comes from.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from utils import distributed
 from utils.config import RunConfig, load_config
-from utils.errors import VECError, VECWarning
+from utils.infra import distributed
+from utils.infra.errors import VECError, VECWarning
 
 
 def run_script(description: str, run: Callable[[RunConfig, argparse.Namespace], None],

@@ -27,7 +27,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.errors import VECError  # noqa: E402
+from utils.infra.errors import VECError  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 TIMEOUT_S = 60.0
 CHUNK_BYTES = 1 << 20

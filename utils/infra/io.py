@@ -25,7 +25,7 @@ from typing import IO, Iterable, Iterator
 import numpy as np
 import torch
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 # OSErrors that mean "fix your disk or folders", not "bug in the code".
 _USER_FIXABLE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",

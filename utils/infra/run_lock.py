@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from utils import distributed
-from utils.errors import VECError, VECWarning
-from utils.io import make_dirs, remove_empty_folders
+from utils.infra import distributed
+from utils.infra.errors import VECError, VECWarning
+from utils.infra.io import make_dirs, remove_empty_folders
 
 F = TypeVar("F", bound=Callable)
 

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from utils.errors import VECError
+from utils.infra.errors import VECError
 
 TIMEOUT_VARIABLE = "VEC_DIST_TIMEOUT_MINUTES"
 DEFAULT_TIMEOUT_MINUTES = 30.0
