@@ -5,7 +5,7 @@ flow file already exists are skipped, so an interrupted run resumes.
 """
 import sys
 
-from utils.infra.cli import run_script
+from utils.cli import run_script
 from utils.config import resolve_device
 from utils.pipeline import compute_flow, open_dataset_split
 

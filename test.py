@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from utils.infra.cli import run_script
+from utils.cli import run_script
 from utils.infra.errors import VECError
 from utils.metrics.table import summary_line
 from utils.pipeline import run_testing

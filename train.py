@@ -1,7 +1,7 @@
 """Train VEC's cloze networks on the configured dataset (boxes → cubes → training → statistics)."""
 import sys
 
-from utils.infra.cli import run_script
+from utils.cli import run_script
 from utils.infra.errors import VECError
 from utils.pipeline import run_training
 

@@ -12,7 +12,7 @@ timeout      rank 1 never reaches the barrier: rank 0 must stop with one line, n
 The modes run one after the other in the same process group (one start of the processes for
 several checks), each in its own folder OUT_DIR/MODE, where it finds its inputs (store/,
 cloze.json) and where each rank writes what it saw to <mode>_rank<r>.json (or .pt); errors
-are the scripts' one-line errors (utils.infra.cli's format, exit status 2).
+are the scripts' one-line errors (utils.cli's format, exit status 2).
 """
 import json
 import sys

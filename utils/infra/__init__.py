@@ -8,9 +8,8 @@
     prefetch.py      reading the next batch on a thread while this one is computed
     precision.py     which precisions a device runs natively, and autocast
     video_frames.py  the frames of a video file, for every module that reads one
-    cli.py           what the entry scripts share: --config, --set, one-line errors, number flags
 
 Nothing here imports a stage (utils/datasets, flow, foreground, cubes, training, scoring, metrics,
-report) or an application (pipeline, own_video, live); only cli.py reads the config (utils/config/),
-which itself imports nothing of the library but this package.
+report), the config or an application (pipeline, own_video, live). The scripts' shared command
+line, which reads the config, is utils/cli.py.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from utils.infra.cli import check_number
+from utils.cli import check_number
 from utils.config import RunConfig, resolve_device
 from utils.infra.errors import VECError
 from utils.fingerprints import model_settings

@@ -15,7 +15,7 @@ import warnings
 from collections import deque
 from pathlib import Path
 
-from utils.infra.cli import check_number
+from utils.cli import check_number
 from utils.config import RunConfig, resolve_device
 from utils.infra.errors import VECError, VECWarning
 from utils.fingerprints import model_settings
