@@ -8,10 +8,9 @@ from utils.metrics.table import summary_line
 from utils.pipeline import run_testing
 
 
-# Flags of one mode (--video, --live, --calibrate: argparse keeps those apart) and the modes they go with.
-GOES_WITH = {"labels": ("--video",), "accept_short_video": ("--video",), "fps": ("--video", "--calibrate"),
-             "threshold": ("--live",), "retries": ("--live",), "false_alarms_per_hour": ("--calibrate",),
-             "min_gap": ("--live", "--calibrate")}
+# The options that go with some modes only (--video, --live, --calibrate: argparse keeps those apart), by
+# destination: the modes they go with. add_arguments fills it as it declares them.
+GOES_WITH: dict[str, tuple[str, ...]] = {}
 
 
 def run(cfg, args):
@@ -101,31 +100,32 @@ def add_arguments(parser):
     modes.add_argument("--calibrate", nargs="+", metavar="VIDEO",
                         help="score normal footage (video files or folders of frames) and store the alarm threshold "
                              "that --live uses beside the model")
-    parser.add_argument("--threshold", type=float, metavar="T",
-                        help="with --live: raise an alarm when a frame's score exceeds T (default: the calibrated one)")
-    parser.add_argument("--false-alarms-per-hour", type=float, metavar="N",
-                        help="with --calibrate: alarms allowed per hour of the normal footage (default 1)")
-    parser.add_argument("--min-gap", type=float, metavar="S",
-                        help="with --live or --calibrate: an alarm ends after S seconds at or below the threshold "
-                             "(default 2)")
-    parser.add_argument("--retries", type=int, metavar="N",
-                        help="with --live: reopen a camera or stream that stops up to N times (default 5)")
     parser.add_argument("--model", metavar="DIR",
                         help="the folder holding the trained model files of another run (e.g. "
                              "data/video_sets/<set>/raw2flow), or a released model set (data/released/<set name>, "
                              "which brings its dataset and context_of_num); alone: scores the test split; default: "
                              "the configured dataset's model")
-    parser.add_argument("--labels", nargs="+", metavar="FILE",
-                        help="with --video: one 0/1 per frame (.txt or .npy), one file per video in the same "
-                             "order; prints the frame-level AUROC")
-    parser.add_argument("--fps", type=float, metavar="N",
-                        help="with --video or --calibrate: frame rate of folders of frames, 0.01 to 1000 (default 25); "
-                             "a video file's own rate wins")
-    parser.add_argument("--accept-short-video", action="store_true",
-                        help="with --video: score a video that decodes to fewer frames than its container declares "
-                             "(some containers declare a wrong count); otherwise that is an error, as a cut file "
-                             "looks the same")
 
+    def option_of(modes: str, flag: str, help: str, **kwargs) -> None:
+        """An option of some modes: GOES_WITH and its help say which."""
+        GOES_WITH[flag[2:].replace("-", "_")] = tuple(modes.split())
+        parser.add_argument(flag, help=f"with {' or '.join(modes.split())}: {help}", **kwargs)
+
+    option_of("--live", "--threshold", "raise an alarm when a frame's score exceeds T (default: the calibrated one)",
+              type=float, metavar="T")
+    option_of("--calibrate", "--false-alarms-per-hour", "alarms allowed per hour of the normal footage (default 1)",
+              type=float, metavar="N")
+    option_of("--live --calibrate", "--min-gap", "an alarm ends after S seconds at or below the threshold (default 2)",
+              type=float, metavar="S")
+    option_of("--live", "--retries", "reopen a camera or stream that stops up to N times (default 5)", type=int,
+              metavar="N")
+    option_of("--video", "--labels", "one 0/1 per frame (.txt or .npy), one file per video in the same order; prints "
+              "the frame-level AUROC", nargs="+", metavar="FILE")
+    option_of("--video --calibrate", "--fps", "frame rate of folders of frames, 0.01 to 1000 (default 25); a video "
+              "file's own rate wins", type=float, metavar="N")
+    option_of("--video", "--accept-short-video", "score a video that decodes to fewer frames than its container "
+              "declares (some containers declare a wrong count); otherwise that is an error, as a cut file looks the "
+              "same", action="store_true")
 
 def main(argv: list[str] | None = None) -> int:
     return run_script(__doc__.splitlines()[0], run, add_arguments, argv)

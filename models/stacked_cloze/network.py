@@ -203,21 +203,27 @@ def _state_dict_from_reference(module: StackedClozeNet, state_dict: dict, prefix
         state_dict[prefix + stacked_key] = torch.stack(values) if values[0].dim() == 0 else torch.cat(values)
 
 
-class StackedSelfCompleteNetFull(StackedClozeNet):
+class _StackedReference(StackedClozeNet):
+    """A reference cloze network (`reference`, built with its own arguments and initial weights), stacked."""
+
+    reference: type[nn.Module]
+    default_of_num: int
+
+    def __init__(self, features_root: int = 32, tot_raw_num: int = 5, tot_of_num: int | None = None,
+                 border_mode: str = "predict", rawRange: int | None = None, useFlow: bool = True,
+                 padding: bool = True, channels_last: bool = True) -> None:
+        of_num = self.default_of_num if tot_of_num is None else tot_of_num
+        super().__init__(self.reference(features_root, tot_raw_num, of_num, border_mode, rawRange, useFlow, padding),
+                         channels_last)
+
+
+class StackedSelfCompleteNetFull(_StackedReference):
     """`SelfCompleteNetFull` (same arguments, same initial weights for the same seed), stacked."""
 
-    def __init__(self, features_root: int = 32, tot_raw_num: int = 5, tot_of_num: int = 5,
-                 border_mode: str = "predict", rawRange: int | None = None, useFlow: bool = True,
-                 padding: bool = True, channels_last: bool = True) -> None:
-        super().__init__(SelfCompleteNetFull(features_root, tot_raw_num, tot_of_num, border_mode, rawRange, useFlow,
-                                             padding), channels_last)
+    reference, default_of_num = SelfCompleteNetFull, 5
 
 
-class StackedSelfCompleteNet4(StackedClozeNet):
+class StackedSelfCompleteNet4(_StackedReference):
     """`SelfCompleteNet4` (same arguments, same initial weights for the same seed), stacked."""
 
-    def __init__(self, features_root: int = 32, tot_raw_num: int = 5, tot_of_num: int = 1,
-                 border_mode: str = "predict", rawRange: int | None = None, useFlow: bool = True,
-                 padding: bool = True, channels_last: bool = True) -> None:
-        super().__init__(SelfCompleteNet4(features_root, tot_raw_num, tot_of_num, border_mode, rawRange, useFlow,
-                                          padding), channels_last)
+    reference, default_of_num = SelfCompleteNet4, 1
