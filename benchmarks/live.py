@@ -1,9 +1,11 @@
 """How fast `test.py --live` keeps up with a camera: a paced MJPEG camera on 127.0.0.1 and the live session on it.
 
-    python benchmarks/live.py [--device cpu|cuda] [--nf 8 32] [--fps 25] [--seconds 20] [--clip VIDEO]
+    python benchmarks/live.py [--device cpu|cuda] [--nf 8 32] [--fps 25] [--seconds 20] [--clip VIDEO|street]
+                              [--video-nf 32] [--precision fp32 bf16]
 
 A clip (default: a test video of the built-in synthetic dataset, 240x160 with walkers and one
-anomaly) is served by support/mjpeg_server.py as a camera at --fps frames per second for
+anomaly; `street`: OpenCV's 768x576 street sample vtest.avi, fetched once by
+benchmarks/street_clip.py) is served by support/mjpeg_server.py as a camera at --fps frames per second for
 --seconds; `utils.live.run_session` (what `test.py --live URL` runs) watches it over HTTP with
 its reader thread, ring, stride and alarms, and each row reports, for one cloze network size nf:
 
@@ -11,7 +13,14 @@ its reader thread, ring, stride and alarms, and each row reports, for one cloze 
 - delay median / p95: from a frame's arrival to its score (it includes waiting for frame i+1);
 - score ms: the median time to score one frame at that stride, of which flow ms per flow (five
   per frame at a stride of 5 or more, fewer below) and rest ms (boxes, cubes, cloze networks);
-- dropped: frames given up (mostly in the first seconds, before the speed is known).
+- dropped: frames given up (mostly in the first seconds, before the speed is known);
+- per stage, the median ms per scored frame: decode (each JPEG, on the reader thread), flow (per
+  flow), boxes, cubes (these three on the preparing thread), networks (on the scoring thread),
+  and waiting (the scoring thread idle, waiting for a prepared frame).
+
+With --video-nf, the clip is also scored whole as `test.py --video` does (utils.own_video:
+frames extracted, flow, boxes, cubes, batched scoring) and `--calibrate`'s path
+(`score_every_frame`), and their frames/s are printed beside the live rows.
 
 The pipeline is the one `--live` builds from config.cfg, with the stages of the device:
 
@@ -26,10 +35,12 @@ busy machine measure that machine: the load average is printed with the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +64,19 @@ from utils.infra.video_frames import read_video_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"cpu": "DIS flow + motion boxes", "cuda": "FlowNet2 + Cascade R-CNN + motion boxes, stand-in weights"}
+STAGE_NAMES = ("decode", "flow", "boxes", "cubes", "networks", "waiting")
+
+
+def clip_path(clip: str | None) -> str | None:
+    """The clip's file: `street` is OpenCV's sample (fetched once), None the synthetic test video."""
+    if clip != "street":
+        return clip
+    from benchmarks.street_clip import street_clip
+
+    try:
+        return str(street_clip())
+    except VECError as err:
+        sys.exit(f"error: {err}")
 
 
 def clip_frames(path: str | None, work: Path) -> list[np.ndarray]:
@@ -75,10 +99,18 @@ def stand_in_model(cfg) -> TrainedBlocks:
     return TrainedBlocks([[state]], [[rng.uniform(50, 150, 200)]], [[rng.uniform(5, 15, 200)]])
 
 
-def scorer_for(device: str, nf: int):
-    overrides = [f"shared_parameters.device={device}", "shared_parameters.dataset_name=synthetic", f"synthetic.nf={nf}"]
+def config_for(device: str, nf: int, precision: str = "fp32", folders: Path | None = None):
+    overrides = [f"shared_parameters.device={device}", "shared_parameters.dataset_name=synthetic", f"synthetic.nf={nf}",
+                 f"synthetic.precision={precision}"]
+    if folders is not None:  # everything a run writes, in a scratch folder
+        overrides += [f"shared_parameters.{key}={folders / key}" for key in
+                      ("raw_dataset_dir", "data_root_dir", "optical_flow_dir", "results_dir")]
+    return load_config(REPO / "config.cfg", overrides)
+
+
+def scorer_for(device: str, nf: int, precision: str = "fp32"):
+    cfg = config_for(device, nf, precision)
     if device == "cpu":
-        cfg = load_config(REPO / "config.cfg", overrides)
         return cfg, FrameScorer.from_config(cfg, stand_in_model(cfg), device)
     from FlowNet2_src import FlowNet2
     from models.cascade_rcnn import CascadeRCNN
@@ -86,7 +118,7 @@ def scorer_for(device: str, nf: int):
     from utils.flow.flownet2 import FlowNet2Flow
     from utils.foreground import CascadeRCNNDetector
 
-    cfg = load_config(REPO / "config.cfg", overrides + ["synthetic.flow_method=flownet2", "synthetic.detector=cascade_rcnn"])
+    cfg = replace(cfg, dataset=replace(cfg.dataset, flow_method="flownet2", detector="cascade_rcnn"))
     flownet2, cascade = FlowNet2(), CascadeRCNN()
     flownet2.load_state_dict(det_fill(flownet2.state_dict()))
     cascade.load_state_dict(det_fill(cascade.state_dict()))
@@ -94,9 +126,9 @@ def scorer_for(device: str, nf: int):
                             CascadeRCNNDetector(cascade, device, batch_size=1))
 
 
-def run_row(device: str, nf: int, jpegs: list[bytes], fps: float, work: Path, show: bool) -> dict:
+def run_row(device: str, nf: int, precision: str, jpegs: list[bytes], fps: float, work: Path, show: bool) -> dict:
     with live_threads(device):  # as test.py --live runs
-        cfg, scorer = scorer_for(device, nf)
+        cfg, scorer = scorer_for(device, nf, precision)
         scorer.warm_up()
         return serve_and_watch(scorer, device, nf, jpegs, fps, work, show)
 
@@ -108,8 +140,34 @@ def serve_and_watch(scorer, device: str, nf: int, jpegs: list[bytes], fps: float
         capture = open_capture(source)
         if capture is None:
             sys.exit(f"error: cannot open {server.url}")
-        return run_session(scorer, source, capture, work / f"{device}_nf{nf}", {"benchmark": True}, threshold=None,
-                           min_gap=2.0, retries=0, terminal=terminal)
+        return run_session(scorer, source, capture, work / f"{device}_nf{nf}_{len(os.listdir(work))}",
+                           {"benchmark": True}, threshold=None, min_gap=2.0, retries=0, terminal=terminal)
+
+
+def whole_clip_rows(device: str, nf: int, precision: str, clip: str, frames: list[np.ndarray], work: Path) -> dict:
+    """Frames/s of the clip scored whole: as `test.py --video CLIP` does, and as `--calibrate` does."""
+    import time
+
+    from utils.live.calibrate import score_every_frame
+    from utils.own_video import score_videos
+    from utils.trained_model import save_trained
+
+    folders = work / f"video_nf{nf}_{precision}"
+    cfg = config_for(device, nf, precision, folders)
+    trained = stand_in_model(cfg)
+    save_trained(trained, folders / "model", "synthetic", cfg.foreground_extraction_mode, cfg.method,
+                 scene_level=False)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        score_videos(cfg, [Path(clip)], folders / "model", None, None, False)
+    video = len(frames) / (time.perf_counter() - started)
+    with live_threads(device):
+        scorer = FrameScorer.from_config(cfg, trained, device)
+        scorer.warm_up()
+        started = time.perf_counter()
+        score_every_frame(scorer, iter(frames), "clip", progress=False)
+        calibrate = len(frames) / (time.perf_counter() - started)
+    return {"video": video, "calibrate": calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,31 +176,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nf", type=int, nargs="+", default=[8, 32], help="cloze network widths, one row each")
     parser.add_argument("--fps", type=float, default=25.0, help="the camera's frame rate")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the camera runs per row")
-    parser.add_argument("--clip", help="a video file to serve (looped); default: a synthetic test video")
+    parser.add_argument("--clip", help="a video file to serve (looped), or `street` (OpenCV's vtest.avi, fetched once); "
+                                       "default: a synthetic test video")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                        help="the cloze networks' precision, one row each (bf16: fast on CPUs with AMX)")
+    parser.add_argument("--video-nf", type=int, nargs="*", default=[],
+                        help="also score the whole clip as test.py --video and --calibrate do, at these nf")
     parser.add_argument("--quiet", action="store_true", help="leave out the session's own lines (stride changes)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda, but no CUDA device is available here")
     with tempfile.TemporaryDirectory(prefix="vec-live-bench-") as tmp:
         work = Path(tmp)
-        frames = clip_frames(args.clip, work)
-        clip = encode_jpegs(frames)
-        jpegs = [clip[i % len(clip)] for i in range(int(round(args.fps * args.seconds)))]
+        clip = clip_path(args.clip)
+        frames = clip_frames(clip, work)
+        encoded = encode_jpegs(frames)
+        jpegs = [encoded[i % len(encoded)] for i in range(int(round(args.fps * args.seconds)))]
         height, width = frames[0].shape[:2]
         print(f"live scoring on {args.device} ({STAGES[args.device]}): a {width}x{height} clip served at "
               f"{args.fps:g} frames/s for {args.seconds:g} s per row; {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.1f} at the start")
-        rows = []
-        for nf in args.nf:
-            summary = run_row(args.device, nf, jpegs, args.fps, work, not args.quiet)
-            rows.append((nf, summary))
-        print(f"\n{'nf':>4} {'scored/s':>9} {'stride':>7} {'delay median':>13} {'delay p95':>10} {'score ms':>9} "
-              f"{'flow ms':>8} {'rest ms':>8} {'scored':>7} {'dropped':>8}")
-        for nf, s in rows:
-            print(f"{nf:>4} {s['scored_per_second']:>9.2f} {s['stride']:>7} {s['delay_median_s'] * 1000:>10.0f} ms "
-                  f"{s['delay_p95_s'] * 1000:>7.0f} ms {s['score_seconds_median'] * 1000:>9.0f} "
-                  f"{s['flow_seconds_median'] * 1000:>8.0f} {s['rest_seconds_median'] * 1000:>8.0f} {s['scored']:>7} "
-                  f"{s['dropped']:>8}")
+        rows = [(nf, precision, run_row(args.device, nf, precision, jpegs, args.fps, work, not args.quiet))
+                for precision in args.precision for nf in args.nf]
+        print(f"\n{'nf':>4} {'prec':>5} {'scored/s':>9} {'stride':>7} {'delay median':>13} {'delay p95':>10} "
+              f"{'scored':>7} {'dropped':>8}   median ms per scored frame: "
+              + " ".join(f"{stage:>8}" for stage in STAGE_NAMES))
+        for nf, precision, s in rows:
+            stages = s["stage_seconds_median"]
+            print(f"{nf:>4} {precision:>5} {s['scored_per_second']:>9.2f} {s['stride']:>7} "
+                  f"{s['delay_median_s'] * 1000:>10.0f} ms {s['delay_p95_s'] * 1000:>7.0f} ms {s['scored']:>7} "
+                  f"{s['dropped']:>8}   {'':>26}" + " ".join(f"{stages[stage] * 1000:>8.1f}" for stage in STAGE_NAMES))
+        if args.video_nf:
+            if clip is None:
+                sys.exit("error: --video-nf needs a --clip file (the whole clip is scored)")
+            print(f"\nthe whole clip ({len(frames)} frames), frames/s:\n{'nf':>4} {'prec':>5} {'--video':>8} "
+                  f"{'--calibrate':>12}")
+            for precision in args.precision:
+                for nf in args.video_nf:
+                    whole = whole_clip_rows(args.device, nf, precision, clip, frames, work)
+                    print(f"{nf:>4} {precision:>5} {whole['video']:>8.2f} {whole['calibrate']:>12.2f}")
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

@@ -180,17 +180,18 @@ def check_trained_fits(trained: TrainedBlocks, h_block: int, w_block: int, cloze
                            "score with the config it was trained with") from None
 
 
-def block_networks(trained: TrainedBlocks, cloze: ClozeConfig, device: str, where: str = "the trained model"
-                   ) -> list[list[nn.Module | None]]:
+def block_networks(trained: TrainedBlocks, cloze: ClozeConfig, device: str, where: str = "the trained model",
+                   execution: Execution | None = None) -> list[list[nn.Module | None]]:
     """Each block's network with its trained state, on `device`, in eval mode (None: no model);
-    a state that does not fit the configured network is one line."""
+    a state that does not fit the configured network is one line. `execution`: how the stacked
+    networks run (None: their default)."""
     networks = []
     for row in trained.states:
         networks.append([])
         for state in row:
             network = None
             if state is not None:
-                network = make_network(cloze)
+                network = make_network(cloze, execution=execution)
                 try:
                     network.load_state_dict(state)
                 except RuntimeError as err:

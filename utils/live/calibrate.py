@@ -30,6 +30,7 @@ from utils.infra.io import seed_everything, sha256_file, write_json
 from utils.live.alarms import count_events
 from utils.live.context import LOOKAHEAD, lookback
 from utils.live.ring import RING_FRAMES, Arrival, StreamEnded, StreamRing
+from utils.live.overlap import Preparer, taking
 from utils.live.scorer import FrameScorer, live_threads
 from utils.live.source import DEFAULT_FILE_FPS, file_fps
 from utils.own_video.model import load_video_model
@@ -137,35 +138,44 @@ def _file_rate(source, fps: float | None) -> float:
 
 def score_every_frame(scorer: FrameScorer, frames, label: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The score of every frame of one video (an iterable of BGR frames), through the live path
-    (ring, windows, scorer) without threads or pacing, and the seconds each took to score; a change
-    of frame size is a VECError."""
+    (ring, windows, scorer) without pacing, and the seconds each took to score; a change of frame
+    size is a VECError. As in a live run, the next frame is prepared on a thread while this
+    one's networks run (utils/live/overlap.py)."""
     ring = StreamRing(RING_FRAMES, lookback(scorer.cloze), LOOKAHEAD)
-    scores, seconds, size, count = [], [], None, 0
+    count = 0
 
-    def drain() -> None:
-        while True:
-            target = ring.take(timeout=0)
-            if target is None:
-                return
-            result = scorer.score(target)
-            scores.append(result.score)
-            seconds.append(result.flow_seconds + result.other_seconds)
+    def targets():
+        """Each frame into the ring, and the frames to score out of it, in order (every frame: stride 1)."""
+        nonlocal count
+        size = None
+        for frame in tqdm(frames, desc=f"calibrate ({label})", unit="frame", disable=not progress):
+            if size is not None and frame.shape != size:
+                raise VECError(f"frame {count} of {label} is {frame.shape[1]}x{frame.shape[0]} but the frames before "
+                               f"it are {size[1]}x{size[0]}; all frames of a video must share one size")
+            size = frame.shape
+            ring.put(Arrival(0, count, count, 0.0, frame))
+            count += 1
+            while (target := ring.take(timeout=0)) is not None:
+                yield target
+        ring.end_segment(0, count)
+        ring.close()
+        while (target := ring.take(timeout=0)) is not None:  # raises StreamEnded once all are out
+            yield target
 
-    for frame in tqdm(frames, desc=f"calibrate ({label})", unit="frame", disable=not progress):
-        if size is not None and frame.shape != size:
-            raise VECError(f"frame {count} of {label} is {frame.shape[1]}x{frame.shape[0]} but the frames before it "
-                           f"are {size[1]}x{size[0]}; all frames of a video must share one size")
-        size = frame.shape
-        ring.put(Arrival(0, count, count, 0.0, frame))
-        count += 1
-        drain()
-    ring.end_segment(0, count)
-    ring.close()
+    scores, seconds = [], []
+    preparer = Preparer(taking(targets()), scorer).start()
     try:
-        drain()
-        ring.take(timeout=0)
-    except StreamEnded:
-        pass
+        while True:
+            try:
+                prepared = preparer.get(timeout=1.0)
+            except StreamEnded:
+                break
+            if prepared is not None:
+                for result in scorer.finish_all([prepared, *preparer.waiting()]):
+                    scores.append(result.score)
+                    seconds.append(result.flow_seconds + result.other_seconds)
+    finally:
+        preparer.stop()
     if len(scores) != count:
         raise RuntimeError(f"scored {len(scores)} of {count} frames")  # every frame is planned at stride 1
     return np.asarray(scores), np.asarray(seconds)

@@ -124,13 +124,15 @@ class StreamRing:
                     return None
                 self._changed.wait(left)
 
-    def set_stride(self, stride: int, scored: Arrival | None = None) -> None:
+    def set_stride(self, stride: int, scored: Arrival | None = None) -> tuple[int, int]:
         """Score frames `stride` apart from now on: from the frame `scored` (the last one scored), or else
-        from the next one planned."""
+        from the next one planned. Returns (segment, index) of the next frame planned: frames before it
+        that were taken already (prepared ahead under the old stride) are not part of the new plan."""
         with self._changed:
             self.stride = max(1, int(stride))
             if scored is not None and scored.segment == self.segment and scored.index < self.next:
                 self._plan_after(scored.index)
+            return self.segment, self.next
 
     def arrival_rate(self) -> float | None:
         """Frames per second over the last frames read (None before two)."""

@@ -21,10 +21,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
-from utils.config import RunConfig
+from models.stacked_cloze import Execution, Grouped, Threads
+from utils.config import ClozeConfig, RunConfig
 from utils.cubes import CubeStore, frame_cubes
 from utils.fingerprints import CubeSpec
 from utils.flow import FlowBackend
@@ -42,6 +44,36 @@ FLOW_CACHE = 12  # flows kept for the next windows (a window holds 5)
 LIVE_CPU_THREADS = 1
 
 
+def live_execution(cloze: ClozeConfig, device: str) -> Execution | None:
+    """How the cloze networks run live on a CPU, where the next frame is prepared on another thread
+    meanwhile (utils/live/overlap.py). Measured on the 2-core CPU, street clip, every frame
+    (docs/performance.md): the interpreter's lock decides. Small fp32 networks (nf 8) gain most from
+    the grouped execution, a few long oneDNN calls that release it (20.1 frames/s against 18.3 with
+    two U-Net workers and 15.8 one U-Net after another); larger ones, and bf16, from two U-Net
+    workers on the two cores (nf 32: 5.7 against 3.5 grouped). Elsewhere the network's default."""
+    if torch.device(device).type != "cpu":
+        return None
+    return Grouped() if cloze.precision == "fp32" and cloze.nf <= 16 else Threads(workers=2)
+
+
+@dataclass
+class PreparedFrame:
+    """A frame to score up to its networks (`FrameScorer.prepare`): its boxes and cubes."""
+
+    arrival: Arrival
+    boxes: np.ndarray  # (N, 4) every box of the frame
+    cubes: CubeStore | None  # the moving ones, as build_cubes keeps them; None for a frame without a box
+    flows: int  # flows computed for this frame (the rest came from earlier windows)
+    flow_seconds: float
+    boxes_seconds: float
+    cubes_seconds: float
+
+    @property
+    def prepare_seconds(self) -> float:
+        """Boxes and cubes (the flows apart)."""
+        return self.boxes_seconds + self.cubes_seconds
+
+
 @dataclass
 class FrameResult:
     score: float  # the frame score (NO_BOX_SCORE: no cube)
@@ -50,6 +82,7 @@ class FrameResult:
     flows: int  # flows computed for this frame (the rest came from earlier windows)
     flow_seconds: float
     other_seconds: float  # boxes, cubes and networks
+    network_seconds: float = 0.0  # of which the networks
 
 
 class FrameScorer:
@@ -63,7 +96,8 @@ class FrameScorer:
         self.mode = cfg.foreground_extraction_mode
         self.flow_backend, self.detector = flow_backend, detector
         self.detect = detector is not None and self.mode in MODES_WITH_DETECTOR
-        self.trained, self.networks = trained, block_networks(trained, self.cloze, device)
+        self.trained, self.networks = trained, block_networks(trained, self.cloze, device,
+                                                                 execution=live_execution(self.cloze, device))
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     @classmethod
@@ -74,6 +108,13 @@ class FrameScorer:
         return cls(cfg, trained, device, backend, detector)
 
     def score(self, target: Target) -> FrameResult:
+        """Frame `target`'s score: `finish(prepare(target))`, one after the other."""
+        return self.finish(self.prepare(target))
+
+    def prepare(self, target: Target) -> PreparedFrame:
+        """Everything before the networks: the frame's boxes, the flows of its window (those not kept
+        from earlier windows) and its cubes. The live run does this for the next frame on a thread of
+        its own while `finish` runs the networks on this one."""
         started = time.perf_counter()
         arrival = target.arrival
         segment, t = Segment(target.length), arrival.index
@@ -82,9 +123,10 @@ class FrameScorer:
         context = np.stack([frames[j].frame for j in needed["boxes"]])
         detections = self.detector([arrival.frame])[0] if self.detect else None
         boxes = np.asarray(frame_boxes(self.mode, context, detections, self.dataset.boxes)).reshape(-1, 4)
+        boxes_seconds = time.perf_counter() - started
         flows, flow_seconds = 0, 0.0
         if len(boxes) == 0:  # as build_cubes: a frame without boxes has no cubes
-            return FrameResult(NO_BOX_SCORE, boxes, np.zeros(0), 0, 0.0, time.perf_counter() - started)
+            return PreparedFrame(arrival, boxes, None, 0, 0.0, boxes_seconds, 0.0)
         flow_context = []
         for j, pair in zip(needed["flow"], needed["pairs"]):
             key = (arrival.segment, j)
@@ -96,11 +138,50 @@ class FrameScorer:
                 while len(self._flows) > FLOW_CACHE:
                     self._flows.popitem(last=False)
             flow_context.append(self._flows[key])
+        cubes_started = time.perf_counter()
         cubes = self._cubes([frames[j].frame for j in needed["raw"]], flow_context, boxes, arrival.frame.shape[:2])
+        return PreparedFrame(arrival, boxes, cubes, flows, flow_seconds, boxes_seconds,
+                             time.perf_counter() - cubes_started)
+
+    def finish(self, prepared: PreparedFrame) -> FrameResult:
+        """The networks on a prepared frame's cubes, and its score."""
+        if prepared.cubes is None:
+            return FrameResult(NO_BOX_SCORE, prepared.boxes, np.zeros(0), 0, 0.0, prepared.prepare_seconds)
+        started = time.perf_counter()
+        cubes = prepared.cubes
         cube_scores = block_scores(cubes, self.networks, self.trained, self.cloze, self.device, cuda_graphs=False)
-        score = float(frame_scores(1, arrival.frame.shape[:2], cubes.frame_index, cubes.boxes, cube_scores)[0])
-        return FrameResult(score, cubes.boxes, cube_scores, flows, flow_seconds,
-                           time.perf_counter() - started - flow_seconds)
+        score = float(frame_scores(1, prepared.arrival.frame.shape[:2], cubes.frame_index, cubes.boxes,
+                                   cube_scores)[0])
+        network_seconds = time.perf_counter() - started
+        return FrameResult(score, cubes.boxes, cube_scores, prepared.flows, prepared.flow_seconds,
+                           prepared.prepare_seconds + network_seconds, network_seconds)
+
+    def finish_all(self, prepared: list[PreparedFrame]) -> list[FrameResult]:
+        """`finish` of several prepared frames, with one pass of the networks over all their cubes: a
+        run that fell behind catches up, the networks' cost per call shared (each frame's scores are
+        its own cubes'; the networks' time is shared out by cubes)."""
+        with_cubes = [p for p in prepared if p.cubes is not None]
+        if len(with_cubes) < 2:
+            return [self.finish(p) for p in prepared]
+        started = time.perf_counter()
+        counts = [len(p.cubes) for p in with_cubes]
+        joined = CubeStore(None, *(np.concatenate([getattr(p.cubes, name) for p in with_cubes])
+                                   for name in ("raw", "flow", "frame_index", "boxes", "blocks")), 1)
+        cube_scores = np.split(block_scores(joined, self.networks, self.trained, self.cloze, self.device,
+                                            cuda_graphs=False), np.cumsum(counts)[:-1])
+        seconds = time.perf_counter() - started
+        results = iter(zip(with_cubes, cube_scores))
+        finished = []
+        for frame in prepared:
+            if frame.cubes is None:
+                finished.append(self.finish(frame))
+                continue
+            _, scores = next(results)
+            cubes, network_seconds = frame.cubes, seconds * len(scores) / sum(counts)
+            score = float(frame_scores(1, frame.arrival.frame.shape[:2], cubes.frame_index, cubes.boxes, scores)[0])
+            finished.append(FrameResult(score, cubes.boxes, scores, frame.flows, frame.flow_seconds,
+                                        frame.prepare_seconds + network_seconds, network_seconds))
+        return finished
 
     def _cubes(self, raw_frames: list[np.ndarray], flows: list[np.ndarray], boxes: np.ndarray,
                frame_size: tuple[int, int]) -> CubeStore:
@@ -126,13 +207,18 @@ class FrameScorer:
 
 @contextlib.contextmanager
 def live_threads(device: str):
-    """Torch's intra-op threads set to LIVE_CPU_THREADS for a live run on the CPU, and put back after."""
+    """Torch's intra-op threads set to LIVE_CPU_THREADS, and OpenCV's to one, for a live run on the CPU;
+    put back after. The stages already run side by side on threads of their own (the reader, the
+    preparing thread, the networks' workers): OpenCV's own threads only compete with them (one DIS
+    flow of a 768x576 pair took 32 ms with OpenCV's two threads, 25 ms with one, on the 2-core CPU)."""
     if torch.device(device).type != "cpu":
         yield
         return
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(LIVE_CPU_THREADS)
+    cv2.setNumThreads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])

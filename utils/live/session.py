@@ -25,7 +25,8 @@ from utils.live.calibrate import load_calibration
 from utils.live.context import LOOKAHEAD, lookback
 from utils.live.outputs import LiveRecorder
 from utils.live.ring import RING_FRAMES, Arrival, StreamEnded, StreamRing
-from utils.live.scorer import FrameScorer, live_threads
+from utils.live.overlap import Preparer
+from utils.live.scorer import FrameResult, FrameScorer, PreparedFrame, live_threads
 from utils.live.source import FrameReader, LiveSource, cannot_open, open_capture, parse_source
 from utils.live.status import STATUS_EVERY, DelayStats, Terminal, milliseconds
 from utils.live.stride import StridePolicy
@@ -126,36 +127,47 @@ class _LiveRun:
         self.scorer, self.source, self.folder, self.terminal = scorer, source, folder, terminal
         self.threshold = threshold
         self.ring = StreamRing(ring_frames, lookback(scorer.cloze), LOOKAHEAD, max_waiting=MAX_WAITING)
-        self.policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1)
+        self.policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1, overlapped=True)
+        self.preparer = Preparer(self.ring.take, scorer)
         self.tracker = AlarmTracker(threshold, min_gap) if threshold is not None else None
         self.delays, self.compute = DelayStats(), DelayStats()
+        # Where the time goes, per scored frame: each stage's seconds, and the scoring thread's wait.
+        self.stages = {stage: DelayStats() for stage in ("flow", "boxes", "cubes", "networks", "waiting")}
         self.started = time.monotonic()
         self.recorder = LiveRecorder(folder, {**run_info, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                               "started_unix": time.time(), "ring_frames": ring_frames})
         self.reader = FrameReader(source, capture, self.ring, retries=retries, say=terminal.say)
         self.scored, self.images, self.strides = 0, {}, deque(maxlen=20)
+        self.replanned_from = (-1, 0)  # (segment, index) the plan restarted from at the last change of stride
 
     def run(self) -> dict:
         self.terminal.say(f"watching {self.source.shown}; results in {self.folder}")
         ended_by = "the source ended"
         self.reader.start()
+        self.preparer.start()
         try:
             while True:
+                waiting = time.perf_counter()
                 try:
-                    target = self.ring.take(timeout=STATUS_EVERY)
+                    prepared = self.preparer.get(timeout=STATUS_EVERY)
                 except StreamEnded:
                     break
-                if target is not None:
-                    self._score(target)
+                if prepared is not None:
+                    self.stages["waiting"].add(time.perf_counter() - waiting)
+                    frames = [f for f in (prepared, *self.preparer.waiting()) if self._in_plan(f.arrival)]
+                    for frame, result in zip(frames, self.scorer.finish_all(frames)):
+                        self._score(frame, result)
                 self._status()
         except KeyboardInterrupt:
             ended_by = "interrupted (Ctrl-C)"
         except BaseException:
             self.reader.stop()
+            self.preparer.stop()
             self.recorder.finish({"ended_by": "failed"})
             self.terminal.close()
             raise
         self.reader.stop()
+        self.preparer.stop()
         self.reader.join(timeout=2)
         if self.reader.lost:
             ended_by = "the stream stopped and was not reopened"
@@ -172,10 +184,14 @@ class _LiveRun:
             raise VECError(f"{self.source.shown} opened but gave no frame; check that it is a video and that it plays")
         return summary
 
-    def _score(self, target) -> None:
-        arrival = target.arrival
-        result = self.scorer.score(target)
+    def _score(self, prepared: PreparedFrame, result: FrameResult) -> None:
+        arrival = prepared.arrival
         done = time.monotonic()
+        for stage, seconds in (("boxes", prepared.boxes_seconds), ("cubes", prepared.cubes_seconds),
+                               ("networks", result.network_seconds)):
+            self.stages[stage].add(seconds)
+        if result.flows:
+            self.stages["flow"].add(result.flow_seconds / result.flows)
         self.delays.add(done - arrival.time)
         self.compute.add(result.flow_seconds + result.other_seconds)
         self.scored += 1
@@ -183,13 +199,18 @@ class _LiveRun:
                             done - arrival.time)
         if self.tracker is not None:
             self._alarm(arrival, result)
-        self.policy.record(result.flows, result.flow_seconds, result.other_seconds)
+        self.policy.record(result.flows, result.flow_seconds, result.other_seconds, result.network_seconds)
         rate = self.ring.arrival_rate()
         stride = self.policy.decide(done, rate, self.ring.dropped)
         if stride is not None:
-            self.ring.set_stride(stride, arrival)
+            self.replanned_from = self.ring.set_stride(stride, arrival)
             self.strides.append({"from_frame": arrival.number, "stride": stride})
             self.terminal.say(_stride_line(stride, rate, self.policy.cost(stride), arrival.number))
+
+    def _in_plan(self, arrival: Arrival) -> bool:
+        """False for a frame prepared ahead under a stride that changed since (the ring planned past it)."""
+        segment, first = self.replanned_from
+        return arrival.segment != segment or arrival.index >= first
 
     def _alarm(self, arrival: Arrival, result) -> None:
         tracker = self.tracker
@@ -227,6 +248,8 @@ class _LiveRun:
                 "delay_median_s": self.delays.percentile(50), "delay_p95_s": self.delays.percentile(95),
                 "score_seconds_median": self.compute.percentile(50), "score_seconds_p95": self.compute.percentile(95),
                 "flow_seconds_median": flow, "rest_seconds_median": rest,
+                "stage_seconds_median": {"decode": self.reader.decode_seconds.percentile(50),
+                                         **{stage: stats.percentile(50) for stage, stats in self.stages.items()}},
                 "events": self.tracker.count if self.tracker is not None else 0, "peak_frames_held": ring.peak_held,
                 "results_dir": str(self.folder)}
 

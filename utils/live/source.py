@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from utils.infra.errors import VECError  # noqa: E402
 from utils.live.ring import Arrival, StreamRing  # noqa: E402
+from utils.live.status import DelayStats  # noqa: E402
 from utils.own_video.source import NAME_BYTES  # noqa: E402
 
 OPEN_TIMEOUT_MS = 10_000  # a stream that gives nothing for this long counts as stopped
@@ -229,6 +230,7 @@ class FrameReader(threading.Thread):
         self.broken = 0  # JPEGs skipped: cut short or not decodable
         self.tries = 0  # reopening tries since the last usable frame
         self._downscaled: set[tuple[int, ...]] = set()  # frame sizes already said to be downscaled
+        self.decode_seconds = DelayStats()  # decoding each JPEG of an MJPEG stream
 
     def stop(self) -> None:
         self.stopping.set()
@@ -255,7 +257,9 @@ class FrameReader(threading.Thread):
             ok, frame = self.capture.read()
             stopped = None if ok and frame is not None else ""
             if stopped is None and packets:
+                decoding = time.perf_counter()
                 frame = decode_jpeg(frame.tobytes())
+                self.decode_seconds.add(time.perf_counter() - decoding)
                 if frame is None:
                     self.broken += 1
                     broken_in_a_row += 1

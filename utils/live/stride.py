@@ -6,7 +6,12 @@ frame), so a scored frame costs
 
     cost(k) = flow · min(k, flows_per_frame) + rest
 
-with `flow` and `rest` the medians over the last frames scored. Frames arriving at `rate`
+with `flow` and `rest` the medians over the last frames scored. When the next frame is
+prepared while this one's networks run (`overlapped`, utils/live/overlap.py), a frame costs
+the slower of the two stages instead:
+
+    cost(k) = max(flow · min(k, flows_per_frame) + rest − networks, networks)
+ Frames arriving at `rate`
 per second leave k / rate seconds per scored frame; the stride is the smallest k with
 cost(k) ≤ 0.85 · k / rate (0.7 for the first choice, made on a few measurements). It rises
 as soon as the current stride falls behind (cost(k) > 1.1 · k / rate, or frames had to be
@@ -29,20 +34,22 @@ MAX_STRIDE = 1000
 
 
 class StridePolicy:
-    def __init__(self, flows_per_frame: int) -> None:
-        self.flows_per_frame = flows_per_frame
+    def __init__(self, flows_per_frame: int, overlapped: bool = False) -> None:
+        self.flows_per_frame, self.overlapped = flows_per_frame, overlapped
         self.stride = 1
         self.decided = False
         self._flow: deque[float] = deque(maxlen=SAMPLES)
         self._rest: deque[float] = deque(maxlen=SAMPLES)
+        self._networks: deque[float] = deque(maxlen=SAMPLES)
         self._changed_at = None
         self._dropped = 0
 
-    def record(self, flows: int, flow_seconds: float, other_seconds: float) -> None:
-        """One scored frame's timings (its flows computed, their time, the rest)."""
+    def record(self, flows: int, flow_seconds: float, other_seconds: float, network_seconds: float = 0.0) -> None:
+        """One scored frame's timings (its flows computed, their time, the rest, of which the networks)."""
         if flows:
             self._flow.append(flow_seconds / flows)
         self._rest.append(other_seconds)
+        self._networks.append(network_seconds)
 
     def medians(self) -> tuple[float, float]:
         """(seconds per flow, seconds for the rest of a frame) over the last frames scored; NaN before any."""
@@ -54,7 +61,11 @@ class StridePolicy:
         if not self._rest:
             return None
         flow = statistics.median(self._flow) if self._flow else 0.0
-        return flow * min(stride, self.flows_per_frame) + statistics.median(self._rest)
+        serial = flow * min(stride, self.flows_per_frame) + statistics.median(self._rest)
+        if not self.overlapped:
+            return serial
+        networks = statistics.median(self._networks)
+        return max(serial - networks, networks)
 
     def fitting(self, rate: float, share: float) -> int:
         """The smallest stride whose scoring takes at most `share` of the time between scored frames."""
