@@ -18,7 +18,7 @@ its reader thread, ring, stride and alarms, and each row reports, for one cloze 
   flow), boxes, cubes (these three on the preparing thread), networks (on the scoring thread),
   and waiting (the scoring thread idle, waiting for a prepared frame).
 
-With --video-nf, the clip is also scored whole as `test.py --video` does (utils.own_video:
+With --video-nf, the clip (its first --video-frames frames) is also scored whole as `test.py --video` does (utils.own_video:
 frames extracted, flow, boxes, cubes, batched scoring) and `--calibrate`'s path
 (`score_every_frame`), and their frames/s are printed beside the live rows.
 
@@ -51,16 +51,18 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 
+from models.stacked_cloze import Sequential  # noqa: E402
 from support.mjpeg_server import PacedMJPEGServer, encode_jpegs  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.datasets import generate_synthetic  # noqa: E402
+from utils.flow import OpenCVFlow  # noqa: E402
 from utils.infra.errors import VECError  # noqa: E402
+from utils.infra.video_frames import read_video_frames  # noqa: E402
 from utils.live import run_session  # noqa: E402
 from utils.live.scorer import FrameScorer, live_threads  # noqa: E402
 from utils.live.source import open_capture, parse_source  # noqa: E402
 from utils.live.status import Terminal  # noqa: E402
 from utils.trained_model import TrainedBlocks, make_network  # noqa: E402
-from utils.infra.video_frames import read_video_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"cpu": "DIS flow + motion boxes", "cuda": "FlowNet2 + Cascade R-CNN + motion boxes, stand-in weights"}
@@ -108,10 +110,31 @@ def config_for(device: str, nf: int, precision: str = "fp32", folders: Path | No
     return load_config(REPO / "config.cfg", overrides)
 
 
-def scorer_for(device: str, nf: int, precision: str = "fp32"):
+class Variant:
+    """How a row runs: `overlapped` (what test.py --live does) or `serial`, the way before frames were
+    overlapped (each frame prepared, then its networks, one U-Net after another; OpenCV with its own
+    threads; offline flow one pair at a time), so both are measured in one run."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.overlap = name, name == "overlapped"
+
+    @contextlib.contextmanager
+    def threads(self, device: str):
+        OpenCVFlow.WORKERS = None if self.overlap else 1
+        try:
+            with live_threads(device, opencv_threads=1 if self.overlap else None):
+                yield
+        finally:
+            OpenCVFlow.WORKERS = None
+
+    def execution(self):
+        return None if self.overlap else Sequential()
+
+
+def scorer_for(device: str, nf: int, precision: str = "fp32", variant: Variant = Variant("overlapped")):
     cfg = config_for(device, nf, precision)
     if device == "cpu":
-        return cfg, FrameScorer.from_config(cfg, stand_in_model(cfg), device)
+        return cfg, FrameScorer.from_config(cfg, stand_in_model(cfg), device, execution=variant.execution())
     from FlowNet2_src import FlowNet2
     from models.cascade_rcnn import CascadeRCNN
     from support.stand_in_weights import det_fill
@@ -126,14 +149,16 @@ def scorer_for(device: str, nf: int, precision: str = "fp32"):
                             CascadeRCNNDetector(cascade, device, batch_size=1))
 
 
-def run_row(device: str, nf: int, precision: str, jpegs: list[bytes], fps: float, work: Path, show: bool) -> dict:
-    with live_threads(device):  # as test.py --live runs
-        cfg, scorer = scorer_for(device, nf, precision)
+def run_row(device: str, nf: int, precision: str, variant: Variant, jpegs: list[bytes], fps: float, work: Path,
+            show: bool) -> dict:
+    with variant.threads(device):  # as test.py --live runs (overlapped)
+        cfg, scorer = scorer_for(device, nf, precision, variant)
         scorer.warm_up()
-        return serve_and_watch(scorer, device, nf, jpegs, fps, work, show)
+        return serve_and_watch(scorer, device, nf, jpegs, fps, work, show, variant.overlap)
 
 
-def serve_and_watch(scorer, device: str, nf: int, jpegs: list[bytes], fps: float, work: Path, show: bool) -> dict:
+def serve_and_watch(scorer, device: str, nf: int, jpegs: list[bytes], fps: float, work: Path, show: bool,
+                    overlap: bool = True) -> dict:
     terminal = Terminal(out=sys.stdout if show else io.StringIO(), show_status=False)
     with PacedMJPEGServer(jpegs, fps) as server:
         source = parse_source(server.url)
@@ -141,10 +166,21 @@ def serve_and_watch(scorer, device: str, nf: int, jpegs: list[bytes], fps: float
         if capture is None:
             sys.exit(f"error: cannot open {server.url}")
         return run_session(scorer, source, capture, work / f"{device}_nf{nf}_{len(os.listdir(work))}",
-                           {"benchmark": True}, threshold=None, min_gap=2.0, retries=0, terminal=terminal)
+                           {"benchmark": True}, threshold=None, min_gap=2.0, retries=0, terminal=terminal,
+                           overlap=overlap)
 
 
-def whole_clip_rows(device: str, nf: int, precision: str, clip: str, frames: list[np.ndarray], work: Path) -> dict:
+def write_clip(frames: list[np.ndarray], path: Path) -> Path:
+    """`frames` as an MJPG video file (what --video and --calibrate read)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def whole_clip_rows(device: str, nf: int, precision: str, variant: Variant, clip: str, frames: list[np.ndarray],
+                    work: Path) -> dict:
     """Frames/s of the clip scored whole: as `test.py --video CLIP` does, and as `--calibrate` does."""
     import time
 
@@ -152,20 +188,24 @@ def whole_clip_rows(device: str, nf: int, precision: str, clip: str, frames: lis
     from utils.own_video import score_videos
     from utils.trained_model import save_trained
 
-    folders = work / f"video_nf{nf}_{precision}"
+    folders = work / f"video_nf{nf}_{precision}_{variant.name}"
     cfg = config_for(device, nf, precision, folders)
     trained = stand_in_model(cfg)
     save_trained(trained, folders / "model", "synthetic", cfg.foreground_extraction_mode, cfg.method,
                  scene_level=False)
     started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        score_videos(cfg, [Path(clip)], folders / "model", None, None, False)
+    OpenCVFlow.WORKERS = None if variant.overlap else 1
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            score_videos(cfg, [Path(clip)], folders / "model", None, None, False)
+    finally:
+        OpenCVFlow.WORKERS = None
     video = len(frames) / (time.perf_counter() - started)
-    with live_threads(device):
-        scorer = FrameScorer.from_config(cfg, trained, device)
+    with variant.threads(device):
+        scorer = FrameScorer.from_config(cfg, trained, device, execution=variant.execution())
         scorer.warm_up()
         started = time.perf_counter()
-        score_every_frame(scorer, iter(frames), "clip", progress=False)
+        score_every_frame(scorer, iter(frames), "clip", progress=False, overlap=variant.overlap)
         calibrate = len(frames) / (time.perf_counter() - started)
     return {"video": video, "calibrate": calibrate}
 
@@ -180,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                                        "default: a synthetic test video")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                         help="the cloze networks' precision, one row each (bf16: fast on CPUs with AMX)")
+    parser.add_argument("--video-frames", type=int, default=200,
+                        help="with --video-nf: score the clip's first N frames whole (default 200)")
+    parser.add_argument("--compare", action="store_true",
+                        help="run each row also the serial way (as before frames were overlapped), in turn")
     parser.add_argument("--video-nf", type=int, nargs="*", default=[],
                         help="also score the whole clip as test.py --video and --calibrate do, at these nf")
     parser.add_argument("--quiet", action="store_true", help="leave out the session's own lines (stride changes)")
@@ -196,25 +240,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"live scoring on {args.device} ({STAGES[args.device]}): a {width}x{height} clip served at "
               f"{args.fps:g} frames/s for {args.seconds:g} s per row; {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.1f} at the start")
-        rows = [(nf, precision, run_row(args.device, nf, precision, jpegs, args.fps, work, not args.quiet))
-                for precision in args.precision for nf in args.nf]
-        print(f"\n{'nf':>4} {'prec':>5} {'scored/s':>9} {'stride':>7} {'delay median':>13} {'delay p95':>10} "
+        variants = [Variant("serial"), Variant("overlapped")] if args.compare else [Variant("overlapped")]
+        rows = [(nf, precision, variant, run_row(args.device, nf, precision, variant, jpegs, args.fps, work,
+                                                 not args.quiet))
+                for precision in args.precision for nf in args.nf for variant in variants]
+        print(f"\n{'nf':>4} {'prec':>5} {'variant':>10} {'scored/s':>9} {'stride':>7} {'delay median':>13} {'delay p95':>10} "
               f"{'scored':>7} {'dropped':>8}   median ms per scored frame: "
               + " ".join(f"{stage:>8}" for stage in STAGE_NAMES))
-        for nf, precision, s in rows:
+        for nf, precision, variant, s in rows:
             stages = s["stage_seconds_median"]
-            print(f"{nf:>4} {precision:>5} {s['scored_per_second']:>9.2f} {s['stride']:>7} "
+            print(f"{nf:>4} {precision:>5} {variant.name:>10} {s['scored_per_second']:>9.2f} {s['stride']:>7} "
                   f"{s['delay_median_s'] * 1000:>10.0f} ms {s['delay_p95_s'] * 1000:>7.0f} ms {s['scored']:>7} "
                   f"{s['dropped']:>8}   {'':>26}" + " ".join(f"{stages[stage] * 1000:>8.1f}" for stage in STAGE_NAMES))
         if args.video_nf:
             if clip is None:
                 sys.exit("error: --video-nf needs a --clip file (the whole clip is scored)")
-            print(f"\nthe whole clip ({len(frames)} frames), frames/s:\n{'nf':>4} {'prec':>5} {'--video':>8} "
-                  f"{'--calibrate':>12}")
+            frames = frames[:args.video_frames]
+            clip = str(write_clip(frames, work / "whole_clip.avi"))
+            print(f"\nthe clip's first {len(frames)} frames scored whole, frames/s:\n{'nf':>4} {'prec':>5} {'variant':>10} "
+                  f"{'--video':>8} {'--calibrate':>12}")
             for precision in args.precision:
                 for nf in args.video_nf:
-                    whole = whole_clip_rows(args.device, nf, precision, clip, frames, work)
-                    print(f"{nf:>4} {precision:>5} {whole['video']:>8.2f} {whole['calibrate']:>12.2f}")
+                    for variant in variants:
+                        whole = whole_clip_rows(args.device, nf, precision, variant, clip, frames, work)
+                        print(f"{nf:>4} {precision:>5} {variant.name:>10} {whole['video']:>8.2f} "
+                              f"{whole['calibrate']:>12.2f}")
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

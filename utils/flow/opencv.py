@@ -18,11 +18,13 @@ from utils.flow.base import FlowBackend
 
 
 class OpenCVFlow(FlowBackend):
+    WORKERS: int | None = None  # pairs computed side by side; None: one per core (benchmarks set 1 to compare)
+
     def __init__(self, method: str = "dis", workers: int | None = None) -> None:
         if method not in ("dis", "farneback"):
             raise ValueError(f"OpenCV flow method must be dis or farneback, not {method!r}")
         self.method = method
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or self.WORKERS or os.cpu_count() or 1
         self._local = threading.local()  # a DIS object holds buffers: one per thread
         self._pool: ThreadPoolExecutor | None = None
 

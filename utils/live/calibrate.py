@@ -30,7 +30,7 @@ from utils.infra.io import seed_everything, sha256_file, write_json
 from utils.live.alarms import count_events
 from utils.live.context import LOOKAHEAD, lookback
 from utils.live.ring import RING_FRAMES, Arrival, StreamEnded, StreamRing
-from utils.live.overlap import Preparer, taking
+from utils.live.overlap import InLine, Preparer, taking
 from utils.live.scorer import FrameScorer, live_threads
 from utils.live.source import DEFAULT_FILE_FPS, file_fps
 from utils.own_video.model import load_video_model
@@ -136,11 +136,12 @@ def _file_rate(source, fps: float | None) -> float:
     return rate or fps or DEFAULT_FILE_FPS
 
 
-def score_every_frame(scorer: FrameScorer, frames, label: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def score_every_frame(scorer: FrameScorer, frames, label: str, progress: bool = True,
+                      overlap: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The score of every frame of one video (an iterable of BGR frames), through the live path
     (ring, windows, scorer) without pacing, and the seconds each took to score; a change of frame
     size is a VECError. As in a live run, the next frame is prepared on a thread while this
-    one's networks run (utils/live/overlap.py)."""
+    one's networks run (utils/live/overlap.py; `overlap` False: one after the other)."""
     ring = StreamRing(RING_FRAMES, lookback(scorer.cloze), LOOKAHEAD)
     count = 0
 
@@ -163,7 +164,7 @@ def score_every_frame(scorer: FrameScorer, frames, label: str, progress: bool = 
             yield target
 
     scores, seconds = [], []
-    preparer = Preparer(taking(targets()), scorer).start()
+    preparer = (Preparer if overlap else InLine)(taking(targets()), scorer).start()
     try:
         while True:
             try:

@@ -107,3 +107,24 @@ class Preparer:
                 return
             except queue.Full:
                 continue
+
+
+class InLine:
+    """A `Preparer` without the thread: each frame prepared when it is asked for, then finished; the
+    serial way, which benchmarks/live.py compares with the overlapped one."""
+
+    def __init__(self, take: Callable[[float], Target | None], scorer: FrameScorer) -> None:
+        self.take, self.scorer = take, scorer
+
+    def start(self) -> "InLine":
+        return self
+
+    def get(self, timeout: float) -> PreparedFrame | None:
+        target = self.take(timeout)
+        return None if target is None else self.scorer.prepare(target)
+
+    def waiting(self) -> list[PreparedFrame]:
+        return []
+
+    def stop(self) -> None:
+        pass

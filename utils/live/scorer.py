@@ -87,25 +87,27 @@ class FrameResult:
 
 class FrameScorer:
     """Scores `Target`s (utils/live/ring.py) with a trained model; `flow_backend` and `detector` as the
-    pipeline builds them (`from_config`), or given (benchmarks pass stand-in networks)."""
+    pipeline builds them (`from_config`), or given (benchmarks pass stand-in networks). `execution`:
+    how the cloze networks run (default `live_execution`)."""
 
     def __init__(self, cfg: RunConfig, trained: TrainedBlocks, device: str, flow_backend: FlowBackend,
-                 detector=None) -> None:
+                 detector=None, execution: Execution | None = None) -> None:
         self.cloze, self.dataset, self.device = cfg.cloze, cfg.dataset, device
         self.cube_spec = CubeSpec.of(cfg, "test")
         self.mode = cfg.foreground_extraction_mode
         self.flow_backend, self.detector = flow_backend, detector
         self.detect = detector is not None and self.mode in MODES_WITH_DETECTOR
-        self.trained, self.networks = trained, block_networks(trained, self.cloze, device,
-                                                                 execution=live_execution(self.cloze, device))
+        self.trained = trained
+        self.networks = block_networks(trained, self.cloze, device, execution=execution or live_execution(self.cloze, device))
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, trained: TrainedBlocks, device: str) -> "FrameScorer":
+    def from_config(cls, cfg: RunConfig, trained: TrainedBlocks, device: str,
+                    execution: Execution | None = None) -> "FrameScorer":
         detector = (detector_for(cfg.dataset, device, batch_size=1)
                     if cfg.foreground_extraction_mode in MODES_WITH_DETECTOR else None)
         backend = flow_backend_for(cfg.dataset, device)
-        return cls(cfg, trained, device, backend, detector)
+        return cls(cfg, trained, device, backend, detector, execution)
 
     def score(self, target: Target) -> FrameResult:
         """Frame `target`'s score: `finish(prepare(target))`, one after the other."""
@@ -206,7 +208,7 @@ class FrameScorer:
 
 
 @contextlib.contextmanager
-def live_threads(device: str):
+def live_threads(device: str, opencv_threads: int | None = 1):
     """Torch's intra-op threads set to LIVE_CPU_THREADS, and OpenCV's to one, for a live run on the CPU;
     put back after. The stages already run side by side on threads of their own (the reader, the
     preparing thread, the networks' workers): OpenCV's own threads only compete with them (one DIS
@@ -216,7 +218,8 @@ def live_threads(device: str):
         return
     before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(LIVE_CPU_THREADS)
-    cv2.setNumThreads(1)
+    if opencv_threads is not None:  # None: OpenCV's own setting (benchmarks/live.py compares)
+        cv2.setNumThreads(opencv_threads)
     try:
         yield
     finally:

@@ -25,7 +25,7 @@ from utils.live.calibrate import load_calibration
 from utils.live.context import LOOKAHEAD, lookback
 from utils.live.outputs import LiveRecorder
 from utils.live.ring import RING_FRAMES, Arrival, StreamEnded, StreamRing
-from utils.live.overlap import Preparer
+from utils.live.overlap import InLine, Preparer
 from utils.live.scorer import FrameResult, FrameScorer, PreparedFrame, live_threads
 from utils.live.source import FrameReader, LiveSource, cannot_open, open_capture, parse_source
 from utils.live.status import STATUS_EVERY, DelayStats, Terminal, milliseconds
@@ -109,26 +109,28 @@ def _event_line(event: Event, image: str) -> str:
 
 def run_session(scorer: FrameScorer, source: LiveSource, capture, folder: Path, run_info: dict, *,
                 threshold: float | None, min_gap: float, retries: int, terminal: Terminal,
-                ring_frames: int = RING_FRAMES) -> dict:
+                ring_frames: int = RING_FRAMES, overlap: bool = True) -> dict:
     """Read `capture` on a thread and score frames as they come until the source ends (or Ctrl-C).
 
     The frames scored are chosen `stride` apart (StridePolicy, from the measured speed and the
     arrival rate); each one's line goes to scores.csv as soon as it is scored, each alarm to
-    events.jsonl when it ends. Returns the summary (also in run.json)."""
+    events.jsonl when it ends. `overlap`: the next frame is prepared while this one's networks run
+    (utils/live/overlap.py; False: one after the other). Returns the summary (also in run.json)."""
     return _LiveRun(scorer, source, capture, folder, run_info, threshold, min_gap, retries, terminal,
-                    ring_frames).run()
+                    ring_frames, overlap).run()
 
 
 class _LiveRun:
     """One run of `run_session`: the reader thread feeds the ring; this thread scores, records and reports."""
 
     def __init__(self, scorer: FrameScorer, source: LiveSource, capture, folder: Path, run_info: dict,
-                 threshold: float | None, min_gap: float, retries: int, terminal: Terminal, ring_frames: int) -> None:
+                 threshold: float | None, min_gap: float, retries: int, terminal: Terminal, ring_frames: int,
+                 overlap: bool) -> None:
         self.scorer, self.source, self.folder, self.terminal = scorer, source, folder, terminal
         self.threshold = threshold
         self.ring = StreamRing(ring_frames, lookback(scorer.cloze), LOOKAHEAD, max_waiting=MAX_WAITING)
-        self.policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1, overlapped=True)
-        self.preparer = Preparer(self.ring.take, scorer)
+        self.policy = StridePolicy(flows_per_frame=scorer.cloze.context_of_num + 1, overlapped=overlap)
+        self.preparer = (Preparer if overlap else InLine)(self.ring.take, scorer)
         self.tracker = AlarmTracker(threshold, min_gap) if threshold is not None else None
         self.delays, self.compute = DelayStats(), DelayStats()
         # Where the time goes, per scored frame: each stage's seconds, and the scoring thread's wait.
