@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(street_clip(args.dest))
     except VECError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        sys.exit(f"error: {err}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """`test.py --video PATH …` (score_videos) and `train.py --videos DIR` (train_on_videos).
 
 Each video is decoded ONCE into lossless PNGs (source.py); then the very stages
-`utils/pipeline.py` runs on a benchmark's split (flow → boxes → cubes → scoring, or →
+`utils/stages.py` runs on a benchmark's split (flow → boxes → cubes → scoring, or →
 training) run on a VideoSplit over those frames, with the configured dataset's settings,
 through a copy of the RunConfig that points into the video's own work folder
 (derived.py). A source's folders are named by its clean name and a digest of its path
