@@ -3,7 +3,8 @@
     source.py        camera index, stream URL or file; the reader thread; reopening a stopped stream
     ring.py          the bounded hand-over of frames from the reader to the scorer; which frames to keep
     context.py       the frames a frame's score needs (i-4 … i+1), by the offline rules
-    scorer.py        one frame's score: flow → boxes → cubes → cloze networks (the pipeline's functions)
+    scorer.py        one frame's score: flow → boxes → cubes (prepare) → cloze networks (finish)
+    overlap.py       the next frame prepared on a thread while this one's networks run
     stride.py        how many frames apart to score, from the measured speed
     alarms.py        events: score above the threshold, ended after --min-gap seconds below it
     calibrate.py     calibration: every frame of normal footage scored → the threshold, kept beside the model
