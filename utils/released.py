@@ -147,6 +147,15 @@ def verify_file(file: ReleasedFile, path: Path) -> str:
     return f"git blob SHA-1 {file.blob_sha1[:12]}… verified"
 
 
+def verify_or_none(file: ReleasedFile, path: Path) -> str | None:
+    """None when `path` holds the released bytes of `file`, else why not (`verify_file`'s line)."""
+    try:
+        verify_file(file, path)
+    except VECError as err:
+        return str(err)
+    return None
+
+
 def released_file_of(path: Path, kind: str | None = None) -> tuple[ReleasedSet, ReleasedFile] | None:
     """The released set and file whose bytes `path` holds (by blob SHA-1), or None."""
     wanted = {f.blob_sha1: (s, f) for s in RELEASED.values() if kind in (None, s.kind) for f in s.files}
@@ -232,37 +241,36 @@ def fetch_released(released: ReleasedSet, root: Path, *, mirror: str | None = No
     from utils.infra.download import TIMEOUT_S, download
 
     folder = Path(folder) if folder is not None else released.default_dir(root)
-    if released.kind == "boxes":
-        present = [released.destination(f, folder) for f in released.files
-                   if released.destination(f, folder).is_file()]
-        foreign = [p for p, f in ((released.destination(f, folder), f) for f in released.files)
-                   if p.is_file() and git_blob_sha1(p) != f.blob_sha1]
-        if foreign:
-            say(f"{released.name}: box files are already in {folder} ({', '.join(p.name for p in foreign)}, not the "
-                f"released ones) and are kept; to use the released boxes, move "
-                f"{'them' if len(foreign) > 1 else 'it'} away and run `{released.fetch_command()}` again")
-            return present
+    there = {file: verify_or_none(file, released.destination(file, folder)) for file in released.files
+             if released.destination(file, folder).is_file()}  # each file there hashed once
+    foreign = [released.destination(file, folder) for file, error in there.items() if error is not None]
+    if released.kind == "boxes" and foreign:
+        say(f"{released.name}: box files are already in {folder} ({', '.join(p.name for p in foreign)}, not the "
+            f"released ones) and are kept; to use the released boxes, move "
+            f"{'them' if len(foreign) > 1 else 'it'} away and run `{released.fetch_command()}` again")
+        return [released.destination(file, folder) for file in there]
     placed, failures = [], []
     for file in released.files:  # each file placed once verified; one that fails does not stop the others
         destination = released.destination(file, folder)
-        try:
-            if destination.is_file():
-                try:
-                    verify_file(file, destination)
-                except VECError as err:
-                    raise VECError(f"{destination} is already there but {err}; delete it and run "
-                                   f"`{released.fetch_command()}` again") from None
-                say(f"{released.name}: {destination} is already present and verified, skipped")
-            else:
-                url = released.url(file, mirror)
-                what = download(url, destination, label=f"{released.name}/{file.name}",
-                                manual=f"download {url} by hand and save it as {destination}",
-                                check=lambda path, file=file: verify_file(file, path), progress=progress,
-                                timeout=TIMEOUT_S if timeout is None else timeout, say=say)
-                say(f"{released.name}: saved {destination} ({what})")
+        if file in there:
+            if there[file] is not None:
+                failures.append(VECError(f"{destination} is already there but {there[file]}; delete it and run "
+                                         f"`{released.fetch_command()}` again"))
+                continue
+            say(f"{released.name}: {destination} is already present and verified, skipped")
             placed.append(destination)
+            continue
+        url = released.url(file, mirror)
+        try:
+            what = download(url, destination, label=f"{released.name}/{file.name}",
+                            manual=f"download {url} by hand and save it as {destination}",
+                            check=lambda path, file=file: verify_file(file, path), progress=progress,
+                            timeout=TIMEOUT_S if timeout is None else timeout, say=say)
         except VECError as err:
             failures.append(err)
+            continue
+        say(f"{released.name}: saved {destination} ({what})")
+        placed.append(destination)
     if failures:
         more = f" ({len(failures) - 1} more file(s) of {released.name} failed too)" if len(failures) > 1 else ""
         raise VECError(f"{failures[0]}{more}")
@@ -285,12 +293,9 @@ def released_status(released: ReleasedSet, root: Path, folder: Path | None = Non
             done = partial_bytes(path)
             states.append(f"{file.name}: partial download ({done:,} bytes)" if done is not None else None)
             continue
-        try:
-            verify_file(file, path)
-            states.append("ok")
-        except VECError:
-            states.append(f"{file.name}: present, NOT the released file"
-                          + (" (your own box file, kept)" if released.kind == "boxes" else ""))
+        states.append("ok" if verify_or_none(file, path) is None else
+                      f"{file.name}: present, NOT the released file"
+                      + (" (your own box file, kept)" if released.kind == "boxes" else ""))
     if all(s == "ok" for s in states):
         return "present, verified (git blob SHA-1 of every file)"
     if all(s is None for s in states):

@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"files from URL/<commit>/<path in the reference repository> (default: ${MIRROR_ENV})")
     args = parser.parse_args(argv)
 
-    def released_folder(released) -> Path:
+    def released_folder(released) -> Path:  # --dest DIR: each set in DIR/<name>/
         return released.default_dir(REPO_ROOT) if args.dest is None else args.dest / released.name
 
     if args.command == "list":
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                     if released.kind == "model" else "the authors' box files (Cascade R-CNN + motion)")
             print(f"{released.name}: {released_folder(released)}/ — {released.dataset}, {what}"
                   f"\n  source: {released.url(released.files[0], args.mirror).rsplit('/', 1)[0]}/"
-                  f"\n  status: {_released_status(released, args.dest, released_status)}")
+                  f"\n  status: {released_status(released, REPO_ROOT, folder=released_folder(released))}")
         return 0
 
     chosen = [*WEIGHTS, *RELEASED] if "all" in args.name else list(dict.fromkeys(args.name))
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 released = RELEASED[name]
                 fetch_released(released, REPO_ROOT, mirror=args.mirror, progress=not args.no_progress,
-                               timeout=args.timeout, folder=None if args.dest is None else released_folder(released))
+                               timeout=args.timeout, folder=released_folder(released))
         except VECError as err:
             print(f"error: {one_line(err)}", file=sys.stderr)
             failed = True
@@ -344,11 +344,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"interrupted while fetching {name}: partial downloads are kept, rerun to resume", file=sys.stderr)
             return 130
     return 2 if failed else 0
-
-
-def _released_status(released, dest: Path | None, released_status) -> str:
-    folder = None if dest is None else dest / released.name
-    return released_status(released, REPO_ROOT, folder=folder)
 
 
 if __name__ == "__main__":
