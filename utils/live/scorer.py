@@ -147,41 +147,32 @@ class FrameScorer:
 
     def finish(self, prepared: PreparedFrame) -> FrameResult:
         """The networks on a prepared frame's cubes, and its score."""
-        if prepared.cubes is None:
-            return FrameResult(NO_BOX_SCORE, prepared.boxes, np.zeros(0), 0, 0.0, prepared.prepare_seconds)
-        started = time.perf_counter()
-        cubes = prepared.cubes
-        cube_scores = block_scores(cubes, self.networks, self.trained, self.cloze, self.device, cuda_graphs=False)
-        score = float(frame_scores(1, prepared.arrival.frame.shape[:2], cubes.frame_index, cubes.boxes,
-                                   cube_scores)[0])
-        network_seconds = time.perf_counter() - started
-        return FrameResult(score, cubes.boxes, cube_scores, prepared.flows, prepared.flow_seconds,
-                           prepared.prepare_seconds + network_seconds, network_seconds)
+        return self.finish_all([prepared])[0]
 
     def finish_all(self, prepared: list[PreparedFrame]) -> list[FrameResult]:
-        """`finish` of several prepared frames, with one pass of the networks over all their cubes: a
-        run that fell behind catches up, the networks' cost per call shared (each frame's scores are
-        its own cubes'; the networks' time is shared out by cubes)."""
+        """`finish` of several prepared frames with one pass of the networks over all their cubes: a run
+        that fell behind catches up, the networks' cost per call shared (each frame's scores are its own
+        cubes'; the networks' time is shared out by cubes)."""
         with_cubes = [p for p in prepared if p.cubes is not None]
-        if len(with_cubes) < 2:
-            return [self.finish(p) for p in prepared]
-        started = time.perf_counter()
-        counts = [len(p.cubes) for p in with_cubes]
-        joined = CubeStore(None, *(np.concatenate([getattr(p.cubes, name) for p in with_cubes])
-                                   for name in ("raw", "flow", "frame_index", "boxes", "blocks")), 1)
-        cube_scores = np.split(block_scores(joined, self.networks, self.trained, self.cloze, self.device,
-                                            cuda_graphs=False), np.cumsum(counts)[:-1])
-        seconds = time.perf_counter() - started
-        results = iter(zip(with_cubes, cube_scores))
+        scores, seconds = iter(()), 0.0
+        if with_cubes:
+            started = time.perf_counter()
+            counts = [len(p.cubes) for p in with_cubes]
+            joined = CubeStore(None, *(np.concatenate([getattr(p.cubes, name) for p in with_cubes])
+                                       for name in ("raw", "flow", "frame_index", "boxes", "blocks")), 1)
+            scores = iter(np.split(block_scores(joined, self.networks, self.trained, self.cloze, self.device,
+                                                cuda_graphs=False), np.cumsum(counts)[:-1]))
+            seconds = (time.perf_counter() - started) / max(1, sum(counts))  # per cube
         finished = []
         for frame in prepared:
-            if frame.cubes is None:
-                finished.append(self.finish(frame))
+            if frame.cubes is None:  # no box: nothing to score (as build_cubes keeps no cube for it)
+                finished.append(FrameResult(NO_BOX_SCORE, frame.boxes, np.zeros(0), 0, 0.0, frame.prepare_seconds))
                 continue
-            _, scores = next(results)
-            cubes, network_seconds = frame.cubes, seconds * len(scores) / sum(counts)
-            score = float(frame_scores(1, frame.arrival.frame.shape[:2], cubes.frame_index, cubes.boxes, scores)[0])
-            finished.append(FrameResult(score, cubes.boxes, scores, frame.flows, frame.flow_seconds,
+            cubes, cube_scores = frame.cubes, next(scores)
+            score = float(frame_scores(1, frame.arrival.frame.shape[:2], cubes.frame_index, cubes.boxes,
+                                       cube_scores)[0])
+            network_seconds = seconds * len(cube_scores)
+            finished.append(FrameResult(score, cubes.boxes, cube_scores, frame.flows, frame.flow_seconds,
                                         frame.prepare_seconds + network_seconds, network_seconds))
         return finished
 
