@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from models import SelfCompleteNet4, SelfCompleteNetFull, strip_data_parallel_prefix
-from models.stacked_cloze import (Auto, Grouped, Sequential, StackedClozeNet, StackedSelfCompleteNet4,
+from models.stacked_cloze import (Auto, Grouped, Prepacked, Sequential, StackedClozeNet, StackedSelfCompleteNet4,
                                    StackedSelfCompleteNetFull, Streams, Threads, fused_forward_backward)
+from models.stacked_cloze.prepacked import PackedStack
 from models.stacked_cloze.stack import cat_per_unet
 from support.stand_in_weights import det_fill
 from utils.cloze_steps import TrainStep
@@ -45,9 +46,11 @@ def case_id(case):
     return f"{cls.__name__}-rawRange{raw_range}-padding{padding}-useFlow{use_flow}"
 
 
-# The CPU executions; "threads" with 3 worker threads whatever the thread count (this file runs at one).
-EXECUTIONS = {"sequential": Sequential, "grouped": Grouped, "threads": lambda: Threads(workers=3), "auto": Auto}
-CPU_EXECUTIONS = ["sequential", "grouped", "threads"]
+# The CPU executions; "threads" with 3 worker threads whatever the thread count (this file runs at one);
+# "prepacked" with each batch shared out over 2 workers (in training, and in float64, it runs grouped).
+EXECUTIONS = {"sequential": Sequential, "grouped": Grouped, "threads": lambda: Threads(workers=3), "auto": Auto,
+              "prepacked": lambda: Prepacked(workers=2)}
+CPU_EXECUTIONS = ["sequential", "grouped", "threads", "prepacked"]
 
 
 @functools.cache
@@ -448,6 +451,48 @@ def test_threads_follow_the_callers_autocast_and_grad_mode():
             torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0.05 * q.grad.abs().max().item(), msg=name)
     with torch.no_grad():
         assert not threaded.eval()(x, x_of)[1].requires_grad
+
+
+@pytest.mark.parametrize("golden, cls, tot_of_num, raw_range", [
+    ("selfcomplete_full_of5_nf8.npz", SelfCompleteNetFull, 5, None),
+    ("selfcomplete_net4_of1_nf8.npz", SelfCompleteNet4, 1, None),
+    ("selfcomplete_full_of5_rawRange2_nf8.npz", SelfCompleteNetFull, 5, 2),
+])
+def test_prepacked_inference_on_golden_vectors(golden, cls, tot_of_num, raw_range):
+    """The execution scoring runs on a CPU (folded BatchNorm, fused ReLU, prepacked weights, the channel
+    selection and the decoder's concatenation inside the convolutions) against the reference's outputs."""
+    data = np.load(DATA / golden)
+    model = StackedClozeNet(cls(features_root=8, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict",
+                                rawRange=raw_range, useFlow=True, padding=False))
+    model.load_state_dict(det_fill(model.state_dict()))
+    model.execution = Prepacked()
+    model.eval()
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(data["x"]), torch.from_numpy(data["x_of"]))
+    for name, value in zip(("of_outputs", "raw_outputs", "of_targets", "raw_targets"), outputs):
+        np.testing.assert_allclose(value.numpy(), data[name], atol=1e-5, rtol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=case_id)
+def test_prepacked_follows_batch_sizes_weight_changes_and_bf16_autocast(case):
+    stacked, grouped = make_stacked(*case, execution="prepacked"), make_stacked(*case, execution="grouped")
+    stacked.execution = Prepacked()  # one worker: the whole batch in one call
+    stacked.eval(), grouped.eval()
+    with torch.no_grad():
+        for batch in (6, 1, 9):  # packed for the first batch's size, run on others
+            x, x_of = inputs(case[1], batch=batch, seed=batch)
+            assert_outputs_close(stacked(x, x_of), grouped(x, x_of))
+        for network in (stacked, grouped):  # new weights (an optimiser step, a load): packed again
+            network.stack.inc.conv.conv[0].weight.mul_(1.5)
+            network.stack.up3.conv.conv[4].running_var.mul_(2.0)
+        assert_outputs_close(stacked(x, x_of), grouped(x, x_of))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, want = stacked(x, x_of), grouped(x, x_of)
+        for name, g, w in zip(("of_outputs", "raw_outputs"), got, want):
+            if isinstance(w, torch.Tensor):
+                assert g.dtype == w.dtype == torch.bfloat16, name
+                assert_close(g.float(), w.float(), name, rel=0.05)  # bf16 keeps 8 bits: rounding apart
+    assert [type(v) for v in stacked.execution._packed.values()] == [PackedStack]  # one copy, replaced
 
 
 def test_eval_on_a_cpu_runs_convolution_batchnorm_and_relu_fused():

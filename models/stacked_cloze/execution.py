@@ -10,6 +10,8 @@
   (`fused_forward_backward`, what utils.cloze_steps.TrainStep calls);
 - `Streams` (CUDA): as sequential, but each U-Net on its own CUDA stream, so the small kernels of
   different U-Nets share the GPU (on a CPU, threads);
+- `Prepacked` (CPU inference): as grouped, frozen: BatchNorm folded into the convolutions, ReLU
+  fused, weights laid out once for oneDNN (prepacked.py); in training, grouped;
 - `Auto`: threads on a CPU and streams on a GPU (docs/performance.md: streams measured fastest on a
   GPU; on a 2-core CPU threads are as fast as sequential or up to 1.1x faster, grouped is slower).
 
@@ -19,12 +21,14 @@ differs (summation order). An execution object holds no weights: the network is 
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Callable, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from models.stacked_cloze.one_unet import run_one
+from models.stacked_cloze.prepacked import PackedStack, available, state_version
 from models.stacked_cloze.stack import UNetStack
 from models.stacked_cloze.threads import UNetWorkers, forward_backward_on_threads, run_on_threads, unet_workers
 
@@ -34,6 +38,8 @@ class Network(Protocol):
 
     stack: UNetStack
     training: bool
+
+    input_index: Tensor
 
     def stacked_input(self, x: Tensor) -> Tensor: ...
 
@@ -65,6 +71,44 @@ class Grouped(Execution):
 
     def forward(self, net: Network, x: Tensor) -> tuple[Tensor, Tensor | None]:
         return net.stack(net.stacked_input(x))
+
+
+class Prepacked(Execution):
+    """CPU inference: the grouped stack with each BatchNorm folded into its convolution, the ReLU fused
+    and the weights prepacked for oneDNN (prepacked.py), packed on first use and again whenever the
+    weights change; float32, or bfloat16 under CPU autocast. Anything else (training, gradients,
+    float64, fp16 autocast): `Grouped`. On a GPU: `Streams`. For a few cubes at a time (a live
+    frame's); large batches run faster one U-Net per thread (`Threads`, prepacked.py says by how much).
+
+    workers: a batch is shared out over this many worker threads (one intra-op thread each)."""
+
+    name = "prepacked"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._packed: weakref.WeakKeyDictionary[UNetStack, PackedStack] = weakref.WeakKeyDictionary()
+        self._grouped, self._streams = Grouped(), Streams()
+
+    def __repr__(self) -> str:
+        return f"Prepacked(workers={self.workers})"
+
+    def resolve(self, device: torch.device, groups: int) -> Execution:
+        return self if device.type == "cpu" else self._streams.resolve(device, groups)
+
+    def forward(self, net: Network, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not available(x, net.training):
+            return self._grouped.forward(net, x)
+        dtype = torch.bfloat16 if torch.is_autocast_enabled("cpu") else torch.float32
+        packed = self._packed.get(net.stack)
+        if packed is None or packed.dtype != dtype or packed.version != state_version(net.stack):
+            packed = self._packed[net.stack] = PackedStack(net.stack, net.input_index, dtype, list(x.shape))
+        with torch.autocast("cpu", enabled=False):
+            if self.workers < 2 or len(x) < 2:
+                return packed(x)
+            chunks = x.tensor_split(min(self.workers, len(x)))
+            outputs = unet_workers(len(chunks), 1).map(lambda k: packed(chunks[k]), range(len(chunks)))
+            raw = torch.cat([o[0] for o in outputs])
+            return raw, (None if outputs[0][1] is None else torch.cat([o[1] for o in outputs]))
 
 
 class _EachUNetApart(Execution):
