@@ -102,3 +102,26 @@ def test_an_overlapped_stride_is_costed_by_the_slower_stage():
     assert overlapped.cost(5) == pytest.approx(0.060)  # five flows: preparing is the slower stage
     assert overlapped.fitting(25.0, 1.0) == 1 and serial.fitting(25.0, 1.0) == 2
 
+
+
+def _measured(policy: StridePolicy, networks: float, prepare: float = 0.030, frames: int = 5) -> None:
+    """`frames` scored frames, each with one flow of `prepare` − 5 ms, 5 ms of boxes and cubes, and `networks`."""
+    for _ in range(frames):
+        policy.record(1, prepare - 0.005, 0.005 + networks, network_seconds=networks)
+
+
+def test_an_overlapped_run_keeps_every_frame_while_both_stages_fit_and_backs_off_from_a_stride_that_failed():
+    serial, overlapped = StridePolicy(5), StridePolicy(5, overlapped=True)
+    for policy in (serial, overlapped):
+        _measured(policy, networks=0.034)  # 34 ms of a frame's 40 ms at 25 frames/s
+    assert serial.decide(0.0, 25.0, 0) == 6  # one stage after the other: 64 ms a frame (5 flows from stride 5)
+    assert overlapped.decide(0.0, 25.0, 0) == 1  # every frame: each stage fits beside the other
+
+    _measured(overlapped, networks=0.050, frames=15)  # slower now: behind at stride 1
+    assert overlapped.decide(1.0, 25.0, 0) == 2
+    _measured(overlapped, networks=0.034, frames=15)
+    assert overlapped.decide(5.0, 25.0, 0) is None  # fits again, but stride 2 has held only 4 s
+    assert overlapped.decide(11.0, 25.0, 0) == 1  # held 10 s: every frame again
+    assert overlapped.decide(12.0, 25.0, 3) == 2  # frames dropped 1 s later: that lowering did not hold ...
+    assert overlapped.decide(25.0, 25.0, 3) is None  # ... so the next try waits 20 s, not 10
+    assert overlapped.decide(32.0, 25.0, 3) == 1

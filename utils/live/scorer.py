@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.stacked_cloze import Execution, Grouped, Threads
+from models.stacked_cloze import Execution, Prepacked, Threads
 from utils.config import ClozeConfig, RunConfig
 from utils.cubes import CubeStore, frame_cubes
 from utils.fingerprints import CubeSpec
@@ -38,22 +38,24 @@ from utils.stages import detector_for, flow_backend_for
 from utils.trained_model import TrainedBlocks, block_networks
 
 FLOW_CACHE = 12  # flows kept for the next windows (a window holds 5)
-# A frame's cloze work is a few cubes: a second intra-op thread gains little on it and competes with the
-# reader's decoding and the flow. On the 2-core development machine, busy: nf 8 took 50 ms a frame for the
-# boxes, cubes and networks with one thread, 240-320 ms with two (benchmarks/live.py prints the split).
+# The stages already run side by side on threads of their own (the reader, the preparing thread, the
+# networks' workers): torch's and OpenCV's own thread pools would only compete with them.
 LIVE_CPU_THREADS = 1
+# A frame's cubes go through the networks in this many shares at once, each on a worker thread: while
+# the preparing thread works on the next frame they share one core, and when it waits they use both.
+LIVE_NETWORK_WORKERS = 2
 
 
 def live_execution(cloze: ClozeConfig, device: str) -> Execution | None:
-    """How the cloze networks run live on a CPU, where the next frame is prepared on another thread
-    meanwhile (utils/live/overlap.py). Measured on the 2-core CPU, street clip, every frame
-    (docs/performance.md): the interpreter's lock decides. Small fp32 networks (nf 8) gain most from
-    the grouped execution, a few long oneDNN calls that release it (20.1 frames/s against 18.3 with
-    two U-Net workers and 15.8 one U-Net after another); larger ones, and bf16, from two U-Net
-    workers on the two cores (nf 32: 5.7 against 3.5 grouped). Elsewhere the network's default."""
+    """How the cloze networks run live on a CPU, a frame's few cubes at a time, on LIVE_NETWORK_WORKERS
+    threads. Small networks (nf ≤ 16): frozen for inference (BatchNorm folded, ReLU fused, weights
+    prepacked; models/stacked_cloze/prepacked.py), the cubes shared out over the workers; their
+    convolutions are too small to keep a core busy one U-Net at a time. Larger ones: one U-Net per
+    worker (nf 32, 7 cubes, two threads: 147 ms prepacked against 137 ms). Elsewhere the network's
+    default. Live figures on the 2-core CPU, street clip: docs/performance.md."""
     if torch.device(device).type != "cpu":
         return None
-    return Grouped() if cloze.precision == "fp32" and cloze.nf <= 16 else Threads(workers=2)
+    return Prepacked(workers=LIVE_NETWORK_WORKERS) if cloze.nf <= 16 else Threads(workers=LIVE_NETWORK_WORKERS)
 
 
 @dataclass

@@ -11,12 +11,18 @@ prepared while this one's networks run (`overlapped`, utils/live/overlap.py), a 
 the slower of the two stages instead:
 
     cost(k) = max(flow · min(k, flows_per_frame) + rest − networks, networks)
- Frames arriving at `rate`
-per second leave k / rate seconds per scored frame; the stride is the smallest k with
-cost(k) ≤ 0.85 · k / rate (0.7 for the first choice, made on a few measurements). It rises
-as soon as the current stride falls behind (cost(k) > 1.1 · k / rate, or frames had to be
-dropped), and falls only when a smaller one fits with a wide margin and the current one has
-held for a while, so that it stays steady.
+
+Frames arriving at `rate` per second leave k / rate seconds per scored frame; the stride is
+the smallest k with cost(k) ≤ 0.85 · k / rate (0.7 for the first choice, made on a few
+measurements). It rises as soon as the current stride falls behind (cost(k) > 1.1 · k / rate,
+or frames had to be dropped), and falls only when a smaller one fits with a wide margin (0.6)
+and the current one has held for a while, so that it stays steady.
+
+Overlapped, each stage has a core of its own and its measured time already includes the other
+running beside it, so a stage may fill more of the time between frames: the first choice keeps
+every frame unless that is already behind (cost(1) > 1.1 / rate), and a smaller stride is taken
+when it fits at 0.85. A smaller stride that then falls behind within the hold time is tried
+again only after twice as long each time (so a stride at the edge does not flip every 10 s).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ HEADROOM = 0.85  # the share of the time between scored frames that scoring may 
 FIRST_HEADROOM = 0.7  # the first choice, on a few measurements, leaves more room
 BEHIND = 1.1  # the current stride has fallen behind when scoring takes this share (or frames were dropped)
 LOWER_BELOW = 0.6  # a smaller stride is taken only if it would use less than this share
+OVERLAPPED_LOWER_BELOW = 0.85  # the same, when the stages overlap (each stage's time is measured beside the other)
 HOLD_SECONDS = 10.0  # and the current stride has held this long
 SAMPLES = 15  # medians over this many scored frames
 FIRST_DECISION = 5  # frames scored (with flows computed for at least 3) before the first decision
@@ -43,6 +50,8 @@ class StridePolicy:
         self._networks: deque[float] = deque(maxlen=SAMPLES)
         self._changed_at = None
         self._dropped = 0
+        self._hold = HOLD_SECONDS  # before a smaller stride is tried; doubles each time one falls behind
+        self._lowered_at: float | None = None  # when the stride was last lowered
 
     def record(self, flows: int, flow_seconds: float, other_seconds: float, network_seconds: float = 0.0) -> None:
         """One scored frame's timings (its flows computed, their time, the rest, of which the networks)."""
@@ -82,16 +91,21 @@ class StridePolicy:
         behind = self.cost(self.stride) > BEHIND * self.stride / rate or dropped > self._dropped
         self._dropped = dropped
         wanted = self.fitting(rate, HEADROOM)
+        lower_below = OVERLAPPED_LOWER_BELOW if self.overlapped else LOWER_BELOW
         if not self.decided:
-            stride = self.fitting(rate, FIRST_HEADROOM)
+            keeps_up = self.overlapped and self.cost(1) <= BEHIND / rate
+            stride = 1 if keeps_up else self.fitting(rate, FIRST_HEADROOM)
         elif behind:
             stride = max(wanted, self.stride + (wanted <= self.stride))
-        elif now - self._changed_at >= HOLD_SECONDS and self.fitting(rate, LOWER_BELOW) < self.stride:
-            stride = self.fitting(rate, LOWER_BELOW)
+            if self._lowered_at is not None and now - self._lowered_at < self._hold:
+                self._hold *= 2  # the last lowering did not hold: wait longer before the next
+        elif now - self._changed_at >= self._hold and self.fitting(rate, lower_below) < self.stride:
+            stride = self.fitting(rate, lower_below)
         else:
             return None
         stride = min(stride, MAX_STRIDE)
         if self.decided and stride == self.stride:
             return None
+        self._lowered_at = now if self.decided and stride < self.stride else None
         self.decided, self.stride, self._changed_at = True, stride, now
         return stride
