@@ -13,7 +13,8 @@ its reader thread, ring, stride and alarms, and each row reports, for one cloze 
 - delay median / p95: from a frame's arrival to its score (it includes waiting for frame i+1);
 - score ms: the median time to score one frame at that stride, of which flow ms per flow (five
   per frame at a stride of 5 or more, fewer below) and rest ms (boxes, cubes, cloze networks);
-- dropped: frames given up (mostly in the first seconds, before the speed is known);
+- dropped: frames given up, and of those after the stream's first second (before it the speed is
+  not known yet);
 - per stage, the median ms per scored frame: decode (each JPEG, on the reader thread), flow (per
   flow), boxes, cubes (these three on the preparing thread), networks (on the scoring thread),
   and waiting (the scoring thread idle, waiting for a prepared frame).
@@ -245,13 +246,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  not args.quiet))
                 for precision in args.precision for nf in args.nf for variant in variants]
         print(f"\n{'nf':>4} {'prec':>5} {'variant':>10} {'scored/s':>9} {'stride':>7} {'delay median':>13} {'delay p95':>10} "
-              f"{'scored':>7} {'dropped':>8}   median ms per scored frame: "
+              f"{'scored':>7} {'dropped (>1 s)':>14}   median ms per scored frame: "
               + " ".join(f"{stage:>8}" for stage in STAGE_NAMES))
         for nf, precision, variant, s in rows:
             stages = s["stage_seconds_median"]
             print(f"{nf:>4} {precision:>5} {variant.name:>10} {s['scored_per_second']:>9.2f} {s['stride']:>7} "
                   f"{s['delay_median_s'] * 1000:>10.0f} ms {s['delay_p95_s'] * 1000:>7.0f} ms {s['scored']:>7} "
-                  f"{s['dropped']:>8}   {'':>26}" + " ".join(f"{stages[stage] * 1000:>8.1f}" for stage in STAGE_NAMES))
+                  f"{s['dropped']:>6} ({s['dropped_after_first_second']:>4})   {'':>26}" + " ".join(f"{stages[stage] * 1000:>8.1f}" for stage in STAGE_NAMES))
         if args.video_nf:
             if clip is None:
                 sys.exit("error: --video-nf needs a --clip file (the whole clip is scored)")

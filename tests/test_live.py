@@ -97,6 +97,7 @@ def test_a_late_scorer_skips_to_the_newest_frames_keeping_the_stride():
         ring.put(arrival)
     assert [ring.take(timeout=0).arrival.index for _ in range(2)] == [15, 18]
     assert ring.dropped == 5 and ring.take(timeout=0) is None
+    assert ring.dropped_late == 5  # frames arrive 1 s apart here: every drop came after the first second
 
 
 def test_a_new_segment_never_reaches_into_the_old_one():
@@ -256,7 +257,7 @@ def test_slow_pace_scores_every_frame_as_test_video_does(slow_run, offline):
     arrivals, delays = (np.array([float(r[key]) for r in rows]) for key in ("arrival_s", "delay_s"))
     assert np.all(np.diff(arrivals) > 0) and np.all(delays > 0)
     summary = run["summary"]
-    assert summary["frames_in"] == summary["scored"] == 20 and summary["dropped"] == 0
+    assert summary["frames_in"] == summary["scored"] == 20 and summary["dropped"] == summary["dropped_after_first_second"] == 0
     assert 0 < summary["delay_median_s"] <= summary["delay_p95_s"] < 60
     assert "delay median" in out and "95th percentile" in out
 

@@ -65,6 +65,8 @@ class StreamRing:
         self.lengths: dict[int, int] = {}  # segment → length, once it has ended
         self.closed, self.error = False, None
         self.frames_in = self.dropped = self.peak_held = self.segments = 0
+        self.dropped_late = 0  # of which after the stream's first second (before it, the speed is still unknown)
+        self._first_arrival: float | None = None
         self._arrivals: deque[float] = deque(maxlen=64)
         self._changed = threading.Condition()
 
@@ -74,6 +76,8 @@ class StreamRing:
         with self._changed:
             self.frames_in += 1
             self._arrivals.append(arrival.time)
+            if self._first_arrival is None:
+                self._first_arrival = arrival.time
             self.latest[arrival.segment] = arrival.index
             self.segments = max(self.segments, arrival.segment + 1)
             if not self._needed(arrival.segment, arrival.index):
@@ -81,7 +85,7 @@ class StreamRing:
             self.slots[(arrival.segment, arrival.index)] = arrival
             while len(self.slots) > self.capacity:  # the scorer is behind: give up the oldest frame to score
                 self._advance_segment()
-                self.dropped += 1
+                self._count_drop()
                 self._plan_after(self.next)
             self.peak_held = max(self.peak_held, len(self.slots))
             self._changed.notify_all()
@@ -154,6 +158,11 @@ class StreamRing:
         steps = max(0, -(-(index - self.lookahead - base) // self.stride))
         return base + steps * self.stride - self.lookback <= index
 
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        if self._arrivals and self._arrivals[-1] - self._first_arrival > 1.0:  # the stream's time, by its arrivals
+            self.dropped_late += 1
+
     def _advance_segment(self) -> None:
         """Past the end of an ended segment the plan moves on to the start of the next."""
         while self.segment in self.lengths and self.next >= self.lengths[self.segment]:
@@ -170,7 +179,7 @@ class StreamRing:
             last = length - 1 if length is not None else self.latest.get(self.segment, -1) - self.lookahead
             if last < self.next or (last - self.next) // self.stride + 1 <= self.max_waiting:
                 return
-            self.dropped += 1
+            self._count_drop()
             self._plan_after(self.next)
             self._advance_segment()
 

@@ -242,7 +242,8 @@ class _LiveRun:
         ring, seconds = self.ring, time.monotonic() - self.started
         flow, rest = self.policy.medians()
         return {"ended_by": ended_by, "seconds": seconds, "frames_in": ring.frames_in, "segments": ring.segments,
-                "scored": self.scored, "dropped": ring.dropped, "broken_skipped": self.reader.broken,
+                "scored": self.scored, "dropped": ring.dropped,
+                "dropped_after_first_second": ring.dropped_late, "broken_skipped": self.reader.broken,
                 "not_scored_by_stride": ring.frames_in - self.scored - ring.dropped,
                 "stride": ring.stride, "strides": list(self.strides),
                 "scored_per_second": self.scored / seconds if seconds > 0 else math.nan,
