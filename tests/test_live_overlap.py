@@ -122,6 +122,7 @@ def test_an_overlapped_run_keeps_every_frame_while_both_stages_fit_and_backs_off
     _measured(overlapped, networks=0.034, frames=15)
     assert overlapped.decide(5.0, 25.0, 0) is None  # fits again, but stride 2 has held only 4 s
     assert overlapped.decide(11.0, 25.0, 0) == 1  # held 10 s: every frame again
-    assert overlapped.decide(12.0, 25.0, 3) == 2  # frames dropped 1 s later: that lowering did not hold ...
+    assert overlapped.decide(11.5, 25.0, 1) is None  # one frame dropped: a hiccup
+    assert overlapped.decide(12.0, 25.0, 3) == 2  # two more within 2 s: that lowering did not hold ...
     assert overlapped.decide(25.0, 25.0, 3) is None  # ... so the next try waits 20 s, not 10
     assert overlapped.decide(32.0, 25.0, 3) == 1

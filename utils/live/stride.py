@@ -15,8 +15,8 @@ the slower of the two stages instead:
 Frames arriving at `rate` per second leave k / rate seconds per scored frame; the stride is
 the smallest k with cost(k) ≤ 0.85 · k / rate (0.7 for the first choice, made on a few
 measurements). It rises as soon as the current stride falls behind (cost(k) > 1.1 · k / rate,
-or frames had to be dropped), and falls only when a smaller one fits with a wide margin (0.6)
-and the current one has held for a while, so that it stays steady.
+or frames had to be dropped: two within 2 s), and falls only when a smaller one fits with a
+wide margin (0.6) and the current one has held for a while, so that it stays steady.
 
 Overlapped, each stage has a core of its own and its measured time already includes the other
 running beside it, so a stage may fill more of the time between frames: the first choice keeps
@@ -31,7 +31,8 @@ from collections import deque
 
 HEADROOM = 0.85  # the share of the time between scored frames that scoring may take
 FIRST_HEADROOM = 0.7  # the first choice, on a few measurements, leaves more room
-BEHIND = 1.1  # the current stride has fallen behind when scoring takes this share (or frames were dropped)
+BEHIND = 1.1  # the current stride has fallen behind when scoring takes this share, or when
+DROPS_BEHIND, DROP_WINDOW = 2, 2.0  # this many frames were dropped within this many seconds (one is a hiccup)
 LOWER_BELOW = 0.6  # a smaller stride is taken only if it would use less than this share
 OVERLAPPED_LOWER_BELOW = 0.85  # the same, when the stages overlap (each stage's time is measured beside the other)
 HOLD_SECONDS = 10.0  # and the current stride has held this long
@@ -50,6 +51,7 @@ class StridePolicy:
         self._networks: deque[float] = deque(maxlen=SAMPLES)
         self._changed_at = None
         self._dropped = 0
+        self._drops: deque[float] = deque()  # when the recent drops were seen
         self._hold = HOLD_SECONDS  # before a smaller stride is tried; doubles each time one falls behind
         self._lowered_at: float | None = None  # when the stride was last lowered
 
@@ -88,8 +90,11 @@ class StridePolicy:
         `dropped`: frames given up so far (utils/live/ring.py)."""
         if rate is None or len(self._rest) < FIRST_DECISION or len(self._flow) < 3:
             return None
-        behind = self.cost(self.stride) > BEHIND * self.stride / rate or dropped > self._dropped
+        self._drops.extend([now] * (dropped - self._dropped))
         self._dropped = dropped
+        while self._drops and now - self._drops[0] > DROP_WINDOW:
+            self._drops.popleft()
+        behind = self.cost(self.stride) > BEHIND * self.stride / rate or len(self._drops) >= DROPS_BEHIND
         wanted = self.fitting(rate, HEADROOM)
         lower_below = OVERLAPPED_LOWER_BELOW if self.overlapped else LOWER_BELOW
         if not self.decided:
@@ -108,4 +113,5 @@ class StridePolicy:
             return None
         self._lowered_at = now if self.decided and stride < self.stride else None
         self.decided, self.stride, self._changed_at = True, stride, now
+        self._drops.clear()  # drops under the old stride say nothing about the new one
         return stride
