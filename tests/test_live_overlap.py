@@ -126,3 +126,11 @@ def test_an_overlapped_run_keeps_every_frame_while_both_stages_fit_and_backs_off
     assert overlapped.decide(12.0, 25.0, 3) == 2  # two more within 2 s: that lowering did not hold ...
     assert overlapped.decide(25.0, 25.0, 3) is None  # ... so the next try waits 20 s, not 10
     assert overlapped.decide(32.0, 25.0, 3) == 1
+
+
+def test_an_overlapped_stride_that_falls_behind_rises_one_step_while_the_next_keeps_up():
+    policy = StridePolicy(5, overlapped=True)
+    _measured(policy, networks=0.030, prepare=0.039)  # a flow of 34 ms: flow-bound below a stride of 5
+    assert policy.decide(0.0, 25.0, 0) == 1
+    assert policy.fitting(25.0, 0.85) == 6  # what fits with the margin: five flows shared by six frames ...
+    assert policy.decide(1.0, 25.0, 2) == 2  # ... but two drops raise it one step: 2 keeps up (73 of 80 ms)

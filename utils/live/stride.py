@@ -20,8 +20,9 @@ wide margin (0.6) and the current one has held for a while, so that it stays ste
 
 Overlapped, each stage has a core of its own and its measured time already includes the other
 running beside it, so a stage may fill more of the time between frames: the first choice keeps
-every frame unless that is already behind (cost(1) > 1.1 / rate), and a smaller stride is taken
-when it fits at 0.85. A smaller stride that then falls behind within the hold time is tried
+every frame unless that is already behind (cost(1) > 1.1 / rate), a stride that falls behind
+rises by one while the next keeps up at 1.1 (each stage's time was measured beside the other's
+load, which a larger stride lightens), and a smaller stride is taken when it fits at 0.85. A smaller stride that then falls behind within the hold time is tried
 again only after twice as long each time (so a stride at the edge does not flip every 10 s).
 """
 from __future__ import annotations
@@ -101,7 +102,9 @@ class StridePolicy:
             keeps_up = self.overlapped and self.cost(1) <= BEHIND / rate
             stride = 1 if keeps_up else self.fitting(rate, FIRST_HEADROOM)
         elif behind:
-            stride = max(wanted, self.stride + (wanted <= self.stride))
+            step = self.stride + 1  # overlapped, the next stride up, while it keeps up: the stages share the cores
+            stride = (step if self.overlapped and self.cost(step) <= BEHIND * step / rate
+                      else max(wanted, self.stride + (wanted <= self.stride)))
             if self._lowered_at is not None and now - self._lowered_at < self._hold:
                 self._hold *= 2  # the last lowering did not hold: wait longer before the next
         elif now - self._changed_at >= self._hold and self.fitting(rate, lower_below) < self.stride:
