@@ -4,9 +4,9 @@ The base ("reference") is SelfCompleteNetFull as the reference runs it: ten sepa
 eager, fp32, NCHW, its training loop's body. The variants of VARIANTS: the same modules in
 channels_last, and the stacked network (models/stacked_cloze.py) run "grouped" (all U-Nets
 together, grouped convolutions), "sequential" (one U-Net after another on views of the
-stacked weights), "threads" (as sequential, U-Nets side by side on CPU worker threads) or
-"streams" (one CUDA stream per U-Net), eager or CUDA-graph captured (utils/cloze_steps.py),
-in fp32 or bf16. Measured on random cubes of the paper's shape (5 BGR patches and 5 flows of
+stacked weights), "threads" (as sequential, U-Nets side by side on CPU worker threads),
+"streams" (one CUDA stream per U-Net) or "prepacked" (grouped, frozen for CPU inference: scoring
+only), eager or CUDA-graph captured (utils/cloze_steps.py), in fp32 or bf16. Measured on random cubes of the paper's shape (5 BGR patches and 5 flows of
 32x32, nf 32, padding False):
 
 - train cubes/s: forward + backward + Adam step at --batch;
@@ -26,7 +26,7 @@ import torch
 
 from benchmarks.harness import Result, interleaved
 from models import SelfCompleteNet4, SelfCompleteNetFull
-from models.stacked_cloze import Auto, Grouped, Sequential, StackedClozeNet, Streams, Threads
+from models.stacked_cloze import Auto, Grouped, Prepacked, Sequential, StackedClozeNet, Streams, Threads
 from utils.cloze_steps import ErrorStep, TrainStep
 
 
@@ -64,6 +64,9 @@ VARIANTS = {
     "default_bf16": Variant("auto", True, True, "bf16"),  # the same with precision = bf16
     "sequential_cl_bf16": Variant("sequential", True, False, "bf16"),
     "grouped_cl_bf16": Variant("grouped", True, False, "bf16"),
+    # frozen for inference (a live frame's few cubes); training runs grouped
+    "prepacked_cl": Variant("prepacked", True, False, "fp32"),
+    "prepacked_cl_bf16": Variant("prepacked", True, False, "bf16"),
 }
 DEFAULT_VARIANTS = {"cpu": ["reference", "reference_cl", "grouped_cl", "sequential_cl", "default", "default_bf16"],
                     "cuda": ["reference", "grouped", "grouped_cl", "sequential_cl", "graph_reference",
@@ -82,7 +85,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-batch", type=int, default=128, help="eval batch (cubes)")
 
 
-EXECUTIONS = {"auto": Auto, "grouped": Grouped, "sequential": Sequential, "streams": Streams, "threads": Threads}
+EXECUTIONS = {"auto": Auto, "grouped": Grouped, "sequential": Sequential, "streams": Streams, "threads": Threads,
+              "prepacked": Prepacked}
 
 
 def stacked_network(reference: torch.nn.Module, variant: Variant) -> StackedClozeNet:

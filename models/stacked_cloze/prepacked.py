@@ -12,7 +12,8 @@ instead of a gathered copy of the cube per U-Net.
 
 The same U-Nets, the same operations up to float rounding (the folded weights round once, not
 the BatchNorm's output). Measured on a 2-core AMD EPYC, one thread, 7 cubes of the nf 8 network
-(a street frame's): 29 ms against 38 ms grouped and 41 ms one U-Net after another. It is made for
+(a street frame's): 26 ms against 35 ms grouped and 43 ms one U-Net after another
+(benchmarks/rows/cloze.py, docs/performance.md). It is made for
 a few cubes at a time: with 128 (offline scoring's batches) the grouped activations outgrow the
 caches and one U-Net per thread is faster (nf 8, two threads: 249 ms against 356 ms).
 """
