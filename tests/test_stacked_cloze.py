@@ -453,6 +453,7 @@ def test_threads_follow_the_callers_autocast_and_grad_mode():
         assert not threaded.eval()(x, x_of)[1].requires_grad
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("golden, cls, tot_of_num, raw_range", [
     ("selfcomplete_full_of5_nf8.npz", SelfCompleteNetFull, 5, None),
     ("selfcomplete_net4_of1_nf8.npz", SelfCompleteNet4, 1, None),

@@ -88,6 +88,7 @@ class Prepacked(Execution):
         self.workers = workers
         self._packed: weakref.WeakKeyDictionary[UNetStack, PackedStack] = weakref.WeakKeyDictionary()
         self._grouped, self._streams = Grouped(), Streams()
+        self._unsupported = False  # this CPU's oneDNN refused to pack: grouped from then on
 
     def __repr__(self) -> str:
         return f"Prepacked(workers={self.workers})"
@@ -96,12 +97,16 @@ class Prepacked(Execution):
         return self if device.type == "cpu" else self._streams.resolve(device, groups)
 
     def forward(self, net: Network, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        if not available(x, net.training):
+        if self._unsupported or not available(x, net.training):
             return self._grouped.forward(net, x)
         dtype = torch.bfloat16 if torch.is_autocast_enabled("cpu") else torch.float32
         packed = self._packed.get(net.stack)
         if packed is None or packed.dtype != dtype or packed.version != state_version(net.stack):
-            packed = self._packed[net.stack] = PackedStack(net.stack, net.input_index, dtype, list(x.shape))
+            try:
+                packed = self._packed[net.stack] = PackedStack(net.stack, net.input_index, dtype, list(x.shape))
+            except RuntimeError:  # a CPU or build whose oneDNN lacks these kernels: the same numbers, grouped
+                self._unsupported = True
+                return self._grouped.forward(net, x)
         with torch.autocast("cpu", enabled=False):
             if self.workers < 2 or len(x) < 2:
                 return packed(x)

@@ -30,11 +30,12 @@ _ONE, _SAME = [1, 1], [1, 1]  # stride / dilation 1, padding 1 (3x3)
 
 def available(x: Tensor, training: bool) -> bool:
     """Whether `PackedStack` can run on `x` here: eval mode, no gradients, a float32 CPU tensor (bf16
-    under CPU autocast) and a torch whose oneDNN has the fused operators."""
+    under CPU autocast, where oneDNN has bf16 kernels) and a torch whose oneDNN has the fused operators."""
     if training or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
         return False
-    if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") != torch.bfloat16:
-        return False
+    if torch.is_autocast_enabled("cpu") and (torch.get_autocast_dtype("cpu") != torch.bfloat16
+                                            or not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False  # oneDNN packs bf16 weights only on CPUs with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT
     return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
             and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight"))
 
