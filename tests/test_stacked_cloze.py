@@ -326,17 +326,21 @@ def test_nchw_path_equals_separate_unets(cls, tot_of_num, padding):
     assert_states_close(stacked.state_dict(), want_state, rel=F64_REL)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("golden, cls, tot_of_num, raw_range", [
     ("selfcomplete_full_of5_nf8.npz", SelfCompleteNetFull, 5, None),
     ("selfcomplete_net4_of1_nf8.npz", SelfCompleteNet4, 1, None),
     ("selfcomplete_full_of5_rawRange2_nf8.npz", SelfCompleteNetFull, 5, 2),
 ])
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_golden_vectors(golden, cls, tot_of_num, raw_range, channels_last):
+@pytest.mark.parametrize("channels_last, execution", [(True, "auto"), (False, "auto"), (True, "prepacked")])
+def test_golden_vectors(golden, cls, tot_of_num, raw_range, channels_last, execution):
+    """Each way of running the stacked network in eval mode against the reference's outputs; "prepacked",
+    what live scoring runs on a CPU, folds BatchNorm, fuses ReLU and packs the weights (one worker)."""
     data = np.load(DATA / golden)
     model = StackedClozeNet(cls(features_root=8, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict",
                                 rawRange=raw_range, useFlow=True, padding=False), channels_last=channels_last)
     model.load_state_dict(det_fill(model.state_dict()))  # the reference's keys and shapes
+    model.execution = Prepacked() if execution == "prepacked" else Auto()
     model.eval()
     with torch.no_grad():
         outputs = model(torch.from_numpy(data["x"]), torch.from_numpy(data["x_of"]))
@@ -451,27 +455,6 @@ def test_threads_follow_the_callers_autocast_and_grad_mode():
             torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0.05 * q.grad.abs().max().item(), msg=name)
     with torch.no_grad():
         assert not threaded.eval()(x, x_of)[1].requires_grad
-
-
-@pytest.mark.parity
-@pytest.mark.parametrize("golden, cls, tot_of_num, raw_range", [
-    ("selfcomplete_full_of5_nf8.npz", SelfCompleteNetFull, 5, None),
-    ("selfcomplete_net4_of1_nf8.npz", SelfCompleteNet4, 1, None),
-    ("selfcomplete_full_of5_rawRange2_nf8.npz", SelfCompleteNetFull, 5, 2),
-])
-def test_prepacked_inference_on_golden_vectors(golden, cls, tot_of_num, raw_range):
-    """The execution scoring runs on a CPU (folded BatchNorm, fused ReLU, prepacked weights, the channel
-    selection and the decoder's concatenation inside the convolutions) against the reference's outputs."""
-    data = np.load(DATA / golden)
-    model = StackedClozeNet(cls(features_root=8, tot_raw_num=5, tot_of_num=tot_of_num, border_mode="predict",
-                                rawRange=raw_range, useFlow=True, padding=False))
-    model.load_state_dict(det_fill(model.state_dict()))
-    model.execution = Prepacked()
-    model.eval()
-    with torch.no_grad():
-        outputs = model(torch.from_numpy(data["x"]), torch.from_numpy(data["x_of"]))
-    for name, value in zip(("of_outputs", "raw_outputs", "of_targets", "raw_targets"), outputs):
-        np.testing.assert_allclose(value.numpy(), data[name], atol=1e-5, rtol=0, err_msg=name)
 
 
 @pytest.mark.parametrize("case", CASES[:4], ids=case_id)
