@@ -30,9 +30,8 @@ def run_one(stack: UNetStack, views: dict[str, Tensor], x: Tensor, head: str) ->
             mean, var = v[f"{prefix}.{norm}.running_mean"], v[f"{prefix}.{norm}.running_var"]
             gamma, beta = v[f"{prefix}.{norm}.weight"], v[f"{prefix}.{norm}.bias"]
             if fused:  # eval BatchNorm is affine: folded into the convolution, ReLU fused in (one pass)
-                scale = gamma * torch.rsqrt(var + bn.eps)
                 x = torch.ops.mkldnn._convolution_pointwise(
-                    x, weight * scale.view(-1, 1, 1, 1), (bias - mean) * scale + beta, [1, 1], [1, 1], [1, 1], 1,
+                    x, *fold_batchnorm(weight, bias, mean, var, gamma, beta, bn.eps), [1, 1], [1, 1], [1, 1], 1,
                     "relu", [None], "")
                 continue
             x = F.conv2d(x, weight, bias, padding=1)
@@ -51,6 +50,13 @@ def run_one(stack: UNetStack, views: dict[str, Tensor], x: Tensor, head: str) ->
 
     return run_unet(x, lambda x: double_conv(x, "inc.conv.conv"), [down(1), down(2), down(3)],
                     [up(1), up(2), up(3)], lambda y: F.conv2d(y, v[f"{head}.conv.weight"], v[f"{head}.conv.bias"]))
+
+
+def fold_batchnorm(weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, gamma: Tensor, beta: Tensor,
+                   eps: float) -> tuple[Tensor, Tensor]:
+    """A convolution's weight and bias with the eval-mode BatchNorm after it folded in (it is affine)."""
+    scale = gamma * torch.rsqrt(var + eps)
+    return weight * scale.view(-1, 1, 1, 1), (bias - mean) * scale + beta
 
 
 def fused_inference(x: Tensor, training: bool) -> bool:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from models.selfcomplete import FLOW_CHANNELS, RAW_CHANNELS, run_unet
+from models.stacked_cloze.one_unet import fold_batchnorm
 from models.stacked_cloze.stack import UNetStack
 
 _ONE, _SAME = [1, 1], [1, 1]  # stride / dilation 1, padding 1 (3x3)
@@ -47,55 +48,56 @@ def state_version(stack: UNetStack) -> tuple:
 
 def _folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """The convolution's weight and bias with the eval BatchNorm after it folded in."""
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-    return conv.weight * scale.view(-1, 1, 1, 1), (conv.bias - norm.running_mean) * scale + norm.bias
+    return fold_batchnorm(conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                          norm.eps)
 
 
-class _ConvReLU:
-    """conv 3x3 (padding 1) → eval BatchNorm → ReLU, as one oneDNN call with a prepacked weight."""
+def _pack(weight: Tensor, dtype: torch.dtype, groups: int, input_size: list[int], padding: list[int] = _SAME) -> Tensor:
+    """A convolution weight (stride 1) laid out once in the blocked format oneDNN reads for `input_size`."""
+    return torch.ops.mkldnn._reorder_convolution_weight(weight.to(dtype).contiguous(memory_format=torch.channels_last),
+                                                        padding, _ONE, _ONE, groups, input_size)
 
-    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, dtype: torch.dtype, input_size: list[int]) -> None:
-        weight, bias = _folded(conv, norm)
-        self.groups = conv.groups
-        self.weight = torch.ops.mkldnn._reorder_convolution_weight(
-            weight.to(dtype).contiguous(memory_format=torch.channels_last), _SAME, _ONE, _ONE, self.groups, input_size)
-        self.bias = bias.to(dtype)
+
+class _Conv:
+    """A convolution (stride 1) with a prepacked weight and its `unary` post-op ("relu" or "none") in one call."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, groups: int, dtype: torch.dtype, input_size: list[int],
+                 unary: str = "relu", padding: list[int] = _SAME) -> None:
+        self.groups, self.unary, self.padding = groups, unary, padding
+        self.weight, self.bias = _pack(weight, dtype, groups, input_size, padding), bias.to(dtype)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, _SAME, _ONE, _ONE, self.groups,
-                                                       "relu", [], "")
+        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, _ONE, _ONE,
+                                                       self.groups, self.unary, [], "")
+
+
+def _conv_bn_relu(conv: nn.Conv2d, norm: nn.BatchNorm2d, dtype: torch.dtype, input_size: list[int]) -> _Conv:
+    """conv 3x3 (padding 1) → eval BatchNorm → ReLU, as one oneDNN call."""
+    return _Conv(*_folded(conv, norm), conv.groups, dtype, input_size)
+
+
+def _selecting_conv_bn_relu(conv: nn.Conv2d, norm: nn.BatchNorm2d, input_index: Tensor, channels: int,
+                            dtype: torch.dtype, input_size: list[int]) -> _Conv:
+    """The stack's first conv → BatchNorm → ReLU on the cube's `channels` channels themselves: U-Net g
+    reads channels index[g] of the cube (`input_index`, split per U-Net; the index `channels` is a
+    zero channel), so its weights go to those channels of one dense convolution, zeros elsewhere."""
+    weight, bias = _folded(conv, norm)
+    block = weight.shape[0] // conv.groups
+    dense = weight.new_zeros(weight.shape[0], channels + 1, *weight.shape[2:])
+    for g, index in enumerate(input_index.split(weight.shape[1])):
+        dense[g * block:(g + 1) * block].index_add_(1, index.to(weight.device), weight[g * block:(g + 1) * block])
+    return _Conv(dense[:, :channels], bias, 1, dtype, input_size)
 
 
 class _DoubleConv:
     def __init__(self, layers: nn.Sequential, dtype: torch.dtype, input_size: list[int],
-                 first: _ConvReLU | None = None) -> None:
+                 first: _Conv | None = None) -> None:
         batch, _, height, width = input_size
-        self.first = first or _ConvReLU(layers[0], layers[1], dtype, input_size)
-        self.second = _ConvReLU(layers[3], layers[4], dtype, [batch, layers[3].in_channels, height, width])
+        self.first = first or _conv_bn_relu(layers[0], layers[1], dtype, input_size)
+        self.second = _conv_bn_relu(layers[3], layers[4], dtype, [batch, layers[3].in_channels, height, width])
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.second(self.first(x))
-
-
-class _SelectingConvReLU(_ConvReLU):
-    """The stack's first conv → BatchNorm → ReLU on the cube's `channels` channels themselves: U-Net g
-    reads channels index[g] of the cube (`input_index`, split per U-Net; the index `channels` is a
-    zero channel), so its weights go to those channels of one dense convolution, zeros elsewhere."""
-
-    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, input_index: Tensor, channels: int, dtype: torch.dtype,
-                 input_size: list[int]) -> None:
-        weight, bias = _folded(conv, norm)
-        out_channels, per_unet = weight.shape[0], weight.shape[1]
-        block = out_channels // conv.groups
-        dense = weight.new_zeros(out_channels, channels + 1, *weight.shape[2:])
-        for g, index in enumerate(input_index.split(per_unet)):
-            rows = dense[g * block:(g + 1) * block]
-            rows.index_add_(1, index.to(weight.device), weight[g * block:(g + 1) * block])
-        self.groups = 1
-        self.weight = torch.ops.mkldnn._reorder_convolution_weight(
-            dense[:, :channels].to(dtype).contiguous(memory_format=torch.channels_last), _SAME, _ONE, _ONE, 1,
-            input_size)
-        self.bias = bias.to(dtype)
 
 
 class _Down:
@@ -122,22 +124,18 @@ class _Up:
         weight, bias = _folded(layers[0], layers[1])
         half = weight.shape[1] // 2  # per U-Net: the skip's channels, then as many upsampled ones
         size = [batch, channels // 2, 2 * height, 2 * width]
-        self.skip_weight, self.up_weight = (
-            torch.ops.mkldnn._reorder_convolution_weight(
-                part.to(dtype).contiguous(memory_format=torch.channels_last), _SAME, _ONE, _ONE, self.groups, size)
-            for part in (weight[:, :half], weight[:, half:]))
-        self.conv_bias = bias.to(dtype)
+        self.from_skip = _Conv(weight[:, :half], bias, self.groups, dtype, size, unary="none")
+        self.up_weight = _pack(weight[:, half:], dtype, self.groups, size)
         # float32: the ReLU too in the same call; torch's fallback for a fused bfloat16 add and ReLU has no kernel
         self.relu = "relu" if dtype == torch.float32 else None
-        self.second = _ConvReLU(layers[3], layers[4], dtype, [batch, layers[3].in_channels, 2 * height, 2 * width])
+        self.second = _conv_bn_relu(layers[3], layers[4], dtype, [batch, layers[3].in_channels, 2 * height, 2 * width])
 
     def __call__(self, x: Tensor, skip: Tensor) -> Tensor:
         upsampled = torch.ops.mkldnn._convolution_transpose_pointwise(
             x, self.weight, self.bias, _SAME, _ONE, [2, 2], _ONE, self.groups, "none", [], "")
-        from_skip = torch.ops.mkldnn._convolution_pointwise(skip, self.skip_weight, self.conv_bias, _SAME, _ONE, _ONE,
-                                                            self.groups, "none", [], "")
-        first = torch.ops.mkldnn._convolution_pointwise.binary(upsampled, from_skip, self.up_weight, None, _SAME, _ONE,
-                                                               _ONE, self.groups, "add", None, self.relu, [], "")
+        first = torch.ops.mkldnn._convolution_pointwise.binary(upsampled, self.from_skip(skip), self.up_weight, None,
+                                                               _SAME, _ONE, _ONE, self.groups, "add", None, self.relu,
+                                                               [], "")
         return self.second(first if self.relu else first.relu_())
 
 
@@ -156,13 +154,11 @@ class _Heads:
                            .flatten(0, 1))
             biases.append(torch.cat([flow.bias.detach().view(self.n_flow, FLOW_CHANNELS),
                                      flow.bias.new_zeros(self.n_flow, pad)], 1).flatten())
-        weight = torch.cat(weights).to(dtype).contiguous(memory_format=torch.channels_last)
-        self.weight = torch.ops.mkldnn._reorder_convolution_weight(weight, [0, 0], _ONE, _ONE, self.groups, input_size)
-        self.bias = torch.cat(biases).to(dtype)
+        self.conv = _Conv(torch.cat(weights), torch.cat(biases), self.groups, dtype, input_size, unary="none",
+                          padding=[0, 0])
 
     def __call__(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        out = torch.ops.mkldnn._convolution_pointwise(y, self.weight, self.bias, [0, 0], _ONE, _ONE, self.groups,
-                                                      "none", [], "")
+        out = self.conv(y)
         raw = out[:, :self.n_raw * RAW_CHANNELS]
         if not self.n_flow:
             return raw, None
@@ -182,7 +178,7 @@ class PackedStack:
         self.dtype, self.version = dtype, state_version(stack)
         with torch.no_grad():
             layers = stack.inc.conv.conv
-            first = _SelectingConvReLU(layers[0], layers[1], input_index, channels, dtype, input_size)
+            first = _selecting_conv_bn_relu(layers[0], layers[1], input_index, channels, dtype, input_size)
             self.inc = _DoubleConv(layers, dtype, [batch, g * nf, height, width], first)
             self.downs = [_Down(down.mpconv[1].conv, dtype, [batch, g * nf << k, height >> (k + 1), width >> (k + 1)])
                           for k, down in enumerate((stack.down1, stack.down2, stack.down3))]
